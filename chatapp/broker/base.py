@@ -1,0 +1,138 @@
+"""The broker interface: sessions, their history, and each turn's event log.
+
+Producers (the turn runner) write events; stream readers only read. Every backend keeps
+the same contract, checked by one test-suite run over all of them:
+
+- event ids are ``"<milliseconds>-<sequence>"`` strings, strictly increasing within a
+  session across turns (the format of Redis Stream ids, so both backends look alike);
+- a read with no id starts at the latest turn's first event; a read with an id returns
+  every event after it that the broker still holds;
+- :meth:`Broker.read` blocks until an event arrives or the timeout passes, without
+  polling, and returns an empty list on timeout;
+- one turn at a time per session: :meth:`Broker.begin_turn` is atomic.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..sse import ServerSentEvent
+
+__all__ = ["Broker", "Event", "Message", "SessionInfo", "TurnHandle", "parse_event_id"]
+
+_EVENT_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
+
+
+def parse_event_id(value: str) -> tuple[int, int]:
+    """The sortable form of an event id; ``ValueError`` if it is not one of ours."""
+    match = _EVENT_ID.match(value)
+    if match is None:
+        raise ValueError(f"not an event id: {value[:40]!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    id: str
+    role: str
+    content: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"id": self.id, "role": self.role, "content": self.content}
+
+
+class Event:
+    """One event of a turn. Its wire bytes are encoded once and shared by every reader."""
+
+    __slots__ = ("id", "event", "data", "frame")
+
+    def __init__(self, id: str, event: str, data: str) -> None:
+        self.id = id
+        self.event = event
+        self.data = data
+        self.frame = ServerSentEvent(data=data, event=event, id=id).encode()
+
+    def payload(self) -> dict[str, Any]:
+        return json.loads(self.data)
+
+    def __repr__(self) -> str:
+        return f"Event({self.id!r}, {self.event!r}, {self.data!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    session_id: str
+    owner: str
+    messages: tuple[Message, ...]
+    generating: bool
+
+
+@dataclass(slots=True)
+class TurnHandle:
+    """What a producer holds while it runs one turn."""
+
+    session_id: str
+    message_id: str
+    history: tuple[Message, ...]
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+class Broker(ABC):
+    """Holds sessions, history and event logs; shared by every worker that sees it."""
+
+    name: str = "broker"
+
+    @abstractmethod
+    def create_session(self, owner: str) -> str:
+        """Create an empty session for ``owner`` and return its new unguessable id."""
+
+    @abstractmethod
+    def get_session(self, session_id: str) -> SessionInfo | None:
+        """The session, or ``None`` when it does not exist (or expired)."""
+
+    @abstractmethod
+    def delete_session(self, session_id: str) -> bool:
+        """Forget the session, cancelling its turn and ending its readers."""
+
+    @abstractmethod
+    def begin_turn(self, session_id: str, text: str) -> TurnHandle:
+        """Store the user's message and open a new turn.
+
+        Raises :class:`~chatapp.errors.ConflictError` when a turn is already running and
+        :class:`~chatapp.errors.SessionNotFoundError` when the session is gone.
+        """
+
+    @abstractmethod
+    def publish(self, turn: TurnHandle, events: Sequence[tuple[str, str]]) -> None:
+        """Append ``(event, json_data)`` pairs to the turn's log, waking its readers."""
+
+    @abstractmethod
+    def finish_turn(self, turn: TurnHandle, reply: str, events: Sequence[tuple[str, str]]) -> None:
+        """Atomically store the reply in history, publish the closing events, end the turn.
+
+        Atomic so that a client reading ``end`` can post its next message at once.
+        """
+
+    @abstractmethod
+    def request_cancel(self, session_id: str) -> bool:
+        """Ask the running turn to stop; ``False`` when none is running."""
+
+    @abstractmethod
+    def read(self, session_id: str, after: str | None, timeout: float) -> list[Event]:
+        """Events after ``after`` (or from the latest turn's start), waiting up to ``timeout``.
+
+        Raises :class:`~chatapp.errors.SessionNotFoundError` once the session is gone.
+        """
+
+    @abstractmethod
+    def ping(self) -> bool:
+        """Whether the backend is reachable."""
+
+    def close(self) -> None:
+        """Release connections; the default holds none."""

@@ -1,0 +1,193 @@
+"""The embedded broker: everything in this process's memory.
+
+One process only: a second gunicorn worker would hold different sessions, so the
+gunicorn config refuses to start several workers with it. It uses :mod:`threading`
+primitives, which gevent's monkey-patching turns into greenlet-aware ones, so the same
+code blocks a greenlet under gunicorn's gevent worker and a thread under gthread.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from bisect import bisect_right
+from collections.abc import Sequence
+
+from ..errors import ConflictError, SessionNotFoundError
+from .base import Broker, Event, Message, SessionInfo, TurnHandle, parse_event_id
+
+__all__ = ["MemoryBroker"]
+
+_SWEEP_EVERY_SECONDS = 60.0
+
+
+class _Session:
+    __slots__ = (
+        "owner", "messages", "events", "keys", "turn_start", "last_key",
+        "turn", "changed", "deleted", "touched",
+    )
+
+    def __init__(self, owner: str) -> None:
+        self.owner = owner
+        self.messages: list[Message] = []
+        # The log keeps the previous turn and the current one, so a slow reader of the
+        # previous turn still finds its ``end`` after the next turn has begun.
+        self.events: list[Event] = []
+        self.keys: list[tuple[int, int]] = []
+        self.turn_start = 0
+        self.last_key = (0, 0)
+        self.turn: TurnHandle | None = None
+        # Readers wait on this; a publish sets it and installs a fresh one, which wakes
+        # every waiting reader at once with no polling.
+        self.changed = threading.Event()
+        self.deleted = False
+        self.touched = time.monotonic()
+
+    def next_key(self) -> tuple[int, int]:
+        ms = time.time_ns() // 1_000_000
+        last_ms, seq = self.last_key
+        self.last_key = (ms, 0) if ms > last_ms else (last_ms, seq + 1)
+        return self.last_key
+
+    def wake_readers(self) -> None:
+        changed, self.changed = self.changed, threading.Event()
+        changed.set()
+
+
+class MemoryBroker(Broker):
+    name = "memory"
+
+    def __init__(self, *, session_ttl_seconds: float = 86_400) -> None:
+        self._sessions: dict[str, _Session] = {}
+        self._lock = threading.Lock()
+        self._ttl = session_ttl_seconds
+        self._swept = time.monotonic()
+
+    # -- sessions ---------------------------------------------------------------------
+
+    def create_session(self, owner: str) -> str:
+        session_id = secrets.token_urlsafe(16)
+        with self._lock:
+            self._sweep()
+            self._sessions[session_id] = _Session(owner)
+        return session_id
+
+    def get_session(self, session_id: str) -> SessionInfo | None:
+        with self._lock:
+            session = self._sessions.get(session_id)
+            if session is None:
+                return None
+            session.touched = time.monotonic()
+            return SessionInfo(session_id, session.owner, tuple(session.messages), session.turn is not None)
+
+    def delete_session(self, session_id: str) -> bool:
+        with self._lock:
+            session = self._sessions.pop(session_id, None)
+            if session is None:
+                return False
+            session.deleted = True
+            if session.turn is not None:
+                session.turn.cancelled.set()
+            session.wake_readers()
+            return True
+
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        if now - self._swept < _SWEEP_EVERY_SECONDS:
+            return
+        self._swept = now
+        for session_id, session in list(self._sessions.items()):
+            if session.turn is None and now - session.touched > self._ttl:
+                del self._sessions[session_id]
+                session.deleted = True
+                session.wake_readers()
+
+    # -- turns ------------------------------------------------------------------------
+
+    def begin_turn(self, session_id: str, text: str) -> TurnHandle:
+        with self._lock:
+            session = self._require(session_id)
+            if session.turn is not None:
+                raise ConflictError()
+            session.messages.append(Message(_message_id(), "user", text))
+            drop = session.turn_start
+            del session.events[:drop], session.keys[:drop]
+            session.turn_start = len(session.events)
+            session.touched = time.monotonic()
+            turn = TurnHandle(session_id, _message_id(), tuple(session.messages))
+            session.turn = turn
+            return turn
+
+    def publish(self, turn: TurnHandle, events: Sequence[tuple[str, str]]) -> None:
+        with self._lock:
+            session = self._sessions.get(turn.session_id)
+            if session is None or session.turn is not turn:
+                return
+            self._append(session, events)
+
+    def finish_turn(self, turn: TurnHandle, reply: str, events: Sequence[tuple[str, str]]) -> None:
+        with self._lock:
+            session = self._sessions.get(turn.session_id)
+            if session is None or session.turn is not turn:
+                return
+            if reply:
+                session.messages.append(Message(turn.message_id, "assistant", reply))
+            session.turn = None
+            session.touched = time.monotonic()
+            self._append(session, events)
+
+    def request_cancel(self, session_id: str) -> bool:
+        with self._lock:
+            session = self._require(session_id)
+            if session.turn is None:
+                return False
+            session.turn.cancelled.set()
+            return True
+
+    @staticmethod
+    def _append(session: _Session, events: Sequence[tuple[str, str]]) -> None:
+        for name, data in events:
+            key = session.next_key()
+            session.events.append(Event(f"{key[0]}-{key[1]}", name, data))
+            session.keys.append(key)
+        session.wake_readers()
+
+    # -- readers ----------------------------------------------------------------------
+
+    def read(self, session_id: str, after: str | None, timeout: float) -> list[Event]:
+        after_key = None if after is None else parse_event_id(after)
+        with self._lock:
+            session = self._require(session_id)
+            # Take the waiter before looking, so a publish in between still wakes us.
+            changed = session.changed
+            events = self._events_after(session, after_key)
+        if events or timeout <= 0:
+            return events
+        changed.wait(timeout)
+        with self._lock:
+            if session.deleted:
+                raise SessionNotFoundError()
+            return self._events_after(session, after_key)
+
+    @staticmethod
+    def _events_after(session: _Session, after_key: tuple[int, int] | None) -> list[Event]:
+        keys = session.keys
+        if after_key is None or not keys or after_key < keys[0]:
+            # No id, or one older than everything kept: the reader missed whole turns
+            # and gets the latest one from its start, as a fresh reader would.
+            return session.events[session.turn_start:]
+        return session.events[bisect_right(keys, after_key):]
+
+    def _require(self, session_id: str) -> _Session:
+        session = self._sessions.get(session_id)
+        if session is None:
+            raise SessionNotFoundError()
+        return session
+
+    def ping(self) -> bool:
+        return True
+
+
+def _message_id() -> str:
+    return "msg_" + secrets.token_urlsafe(12)

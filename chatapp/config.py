@@ -1,0 +1,153 @@
+"""Every chatapp setting: its variable name, type, default and validation, declared once.
+
+A setting is read from ``app.config[NAME]`` when the host app set it, else from the
+environment variable of the same name, else its default. :func:`load_settings` turns
+those raw values into a typed, frozen :class:`Settings` once, at start-up; a bad value
+raises :class:`~chatapp.errors.ConfigError` naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+
+__all__ = ["Settings", "load_settings", "option_names"]
+
+
+def _integer(minimum: int) -> Callable[[Any], int]:
+    def parse(raw: Any) -> int:
+        if isinstance(raw, bool):
+            raise ValueError("expected a whole number")
+        value = raw if isinstance(raw, int) else int(str(raw).strip(), 10)
+        if value < minimum:
+            raise ValueError(f"must be at least {minimum}")
+        return value
+
+    return parse
+
+
+def _number(*, positive: bool) -> Callable[[Any], float]:
+    def parse(raw: Any) -> float:
+        if isinstance(raw, bool):
+            raise ValueError("expected a number")
+        value = float(raw)
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError("expected a finite number")
+        if value < 0 or (positive and value == 0):
+            raise ValueError("must be greater than 0" if positive else "must not be negative")
+        return value
+
+    return parse
+
+
+def _choice(*allowed: str) -> Callable[[Any], str]:
+    def parse(raw: Any) -> str:
+        value = str(raw).strip().lower()
+        if value not in allowed:
+            raise ValueError(f"expected one of {', '.join(allowed)}")
+        return value
+
+    return parse
+
+
+def _text(raw: Any) -> str:
+    return str(raw)
+
+
+def _url(*schemes: str) -> Callable[[Any], str]:
+    def parse(raw: Any) -> str:
+        value = str(raw).strip()
+        parts = urlsplit(value)
+        if parts.scheme not in schemes or not (parts.netloc or parts.path):
+            raise ValueError(f"expected a URL starting with {' or '.join(s + '://' for s in schemes)}")
+        return value
+
+    return parse
+
+
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+$")
+
+
+def _origins(raw: Any) -> tuple[str, ...]:
+    items = raw if isinstance(raw, (list, tuple)) else str(raw).split(",")
+    origins = tuple(item.strip().rstrip("/") for item in items if item.strip())
+    for origin in origins:
+        if origin != "*" and not _ORIGIN.match(origin):
+            raise ValueError(f"{origin!r} is not an origin like https://example.com")
+    return origins
+
+
+def _url_prefix(raw: Any) -> str:
+    value = str(raw).strip().rstrip("/")
+    if value and (not value.startswith("/") or "//" in value or not re.fullmatch(r"[\w\-./~]+", value)):
+        raise ValueError("expected a path such as /assistant")
+    return value
+
+
+def _option(name: str, parse: Callable[[Any], Any], default: Any, doc: str, *, secret: bool = False) -> Any:
+    return field(
+        default=default,
+        repr=not secret,
+        metadata={"name": name, "parse": parse, "doc": doc, "secret": secret},
+    )
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The validated settings of one app. Field metadata holds each variable's name."""
+
+    provider: str = _option("CHATAPP_PROVIDER", _choice("demo", "openai"), "demo", "where replies come from: demo or openai")
+    model: str = _option("CHATAPP_MODEL", _text, "", "model name sent upstream; blank means the provider's default")
+    openai_api_key: str | None = _option("OPENAI_API_KEY", _text, None, "API key for the openai provider", secret=True)
+    openai_base_url: str | None = _option("OPENAI_BASE_URL", _url("http", "https"), None, "OpenAI-compatible server URL")
+    system_prompt: str = _option("CHATAPP_SYSTEM_PROMPT", _text, "", "system prompt sent before the history")
+    redis_url: str | None = _option("CHATAPP_REDIS_URL", _url("redis", "rediss", "unix"), None, "Redis for scale-out; unset means the memory broker", secret=True)
+    cors_origins: tuple[str, ...] = _option("CHATAPP_CORS_ORIGINS", _origins, (), "comma-separated origins allowed to call the API")
+    rate_limit: str = _option("CHATAPP_RATE_LIMIT", _text, "30/minute", "per-owner limit on creating sessions and posting messages")
+    heartbeat_seconds: float = _option("CHATAPP_HEARTBEAT_SECONDS", _number(positive=True), 15.0, "a `: ping` comment after this much silence")
+    retry_ms: int = _option("CHATAPP_RETRY_MS", _integer(0), 3000, "reconnect delay sent to EventSource in the first frame")
+    max_message_chars: int = _option("CHATAPP_MAX_MESSAGE_CHARS", _integer(1), 32_000, "longest accepted message")
+    cache_ttl_seconds: int = _option("CHATAPP_CACHE_TTL_SECONDS", _integer(0), 3600, "response cache lifetime; 0 disables")
+    demo_delay_ms: float = _option("CHATAPP_DEMO_DELAY_MS", _number(positive=False), 40.0, "demo provider: pause between words")
+    demo_reply_words: int = _option("CHATAPP_DEMO_REPLY_WORDS", _integer(1), 60, "demo provider: words per reply")
+    session_ttl_seconds: int = _option("CHATAPP_SESSION_TTL_SECONDS", _integer(1), 86_400, "idle sessions are forgotten after this")
+    upstream_timeout_seconds: float = _option("CHATAPP_UPSTREAM_TIMEOUT_SECONDS", _number(positive=True), 60.0, "longest upstream silence before upstream_timeout")
+    max_streams_per_owner: int = _option("CHATAPP_MAX_STREAMS_PER_OWNER", _integer(1), 16, "open streams one owner may hold")
+    secret_key: str | None = _option("CHATAPP_SECRET_KEY", _text, None, "signs the owner cookie; share it across workers and hosts", secret=True)
+    url_prefix: str = _option("CHATAPP_URL_PREFIX", _url_prefix, "", "mount point of the page and API, such as /assistant")
+
+
+def option_names() -> list[str]:
+    """The variable names of every setting, in declaration order."""
+    return [f.metadata["name"] for f in fields(Settings)]
+
+
+def load_settings(config: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate every setting from ``config``, falling back to ``environ``.
+
+    An empty environment variable counts as unset, as container tooling often writes
+    ``NAME=`` for "no value".
+    """
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        name: str = f.metadata["name"]
+        raw = config.get(name)
+        if raw is None:
+            raw = environ.get(name) or None
+        if raw is None:
+            assert f.default is not MISSING
+            values[f.name] = f.default
+            continue
+        try:
+            values[f.name] = f.metadata["parse"](raw)
+        except (TypeError, ValueError) as exc:
+            shown = "" if f.metadata["secret"] else f"={str(raw)[:80]!r}"
+            raise ConfigError(f"{name}{shown} is invalid: {exc} ({f.metadata['doc']}).") from None
+    return Settings(**values)

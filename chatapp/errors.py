@@ -1,0 +1,117 @@
+"""The exception tree of chatapp.
+
+::
+
+    ChatAppError
+    ├── ConfigError                 a bad setting; stops start-up, names the variable
+    ├── APIError                    an HTTP answer of the JSON API: status + code
+    │   ├── InvalidRequestError     400 invalid_request
+    │   ├── UnauthenticatedError    401 unauthenticated
+    │   ├── SessionNotFoundError    404 session_not_found (also another owner's session)
+    │   ├── ConflictError           409 generation_in_progress
+    │   ├── PayloadTooLargeError    413 payload_too_large / message_too_long
+    │   ├── UnsupportedMediaError   415 unsupported_media_type
+    │   └── ServiceUnavailableError 503 broker_unavailable
+    └── ProviderError               a reply could not be generated; becomes an ``error`` event
+        ├── UpstreamTimeoutError    the upstream was silent too long (retryable)
+        └── GenerationInterruptedError  the producer died mid-turn (retryable)
+
+Vendor exceptions (openai, redis) are translated into these at exactly one place each:
+the provider and the broker modules. Nothing above them knows an SDK.
+"""
+
+from __future__ import annotations
+
+
+class ChatAppError(Exception):
+    """Base of every error chatapp raises on purpose."""
+
+
+class ConfigError(ChatAppError):
+    """A configuration value is missing or invalid; the message names the variable."""
+
+
+class APIError(ChatAppError):
+    """An error answered to an API client as ``{"error": {"code", "message"}}``."""
+
+    status: int = 400
+    code: str = "invalid_request"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+    def to_dict(self) -> dict[str, dict[str, str]]:
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+class InvalidRequestError(APIError):
+    status = 400
+    code = "invalid_request"
+
+
+class UnauthenticatedError(APIError):
+    status = 401
+    code = "unauthenticated"
+
+
+class SessionNotFoundError(APIError):
+    status = 404
+    code = "session_not_found"
+
+    def __init__(self, message: str = "No such chat session.") -> None:
+        super().__init__(message)
+
+
+class ConflictError(APIError):
+    status = 409
+    code = "generation_in_progress"
+
+    def __init__(self, message: str = "A reply is already being generated in this session.") -> None:
+        super().__init__(message)
+
+
+class PayloadTooLargeError(APIError):
+    status = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaError(APIError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class ServiceUnavailableError(APIError):
+    status = 503
+    code = "broker_unavailable"
+
+
+class ProviderError(ChatAppError):
+    """A turn failed; ``code`` and ``retryable`` go to clients, the message too.
+
+    The message must be safe to show to anyone: no keys, no URLs with credentials, no
+    stack traces. Operators get the detail from the chained exception in the log.
+    """
+
+    code: str = "upstream_error"
+    retryable: bool = True
+
+    def __init__(self, message: str, *, code: str | None = None, retryable: bool | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if retryable is not None:
+            self.retryable = retryable
+
+
+class UpstreamTimeoutError(ProviderError):
+    code = "upstream_timeout"
+    retryable = True
+
+
+class GenerationInterruptedError(ProviderError):
+    code = "generation_interrupted"
+    retryable = True

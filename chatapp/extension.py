@@ -1,0 +1,137 @@
+"""ChatApp: the Flask extension that wires settings, broker, provider and the blueprint."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from flask import Flask, current_app, session
+
+from .broker.base import Broker
+from .config import Settings, load_settings, option_names
+from .errors import ConfigError
+from .providers.base import Provider
+from .streaming import StreamRegistry
+from .turns import TurnRunner
+
+__all__ = ["ChatApp", "ChatAppState", "state", "anonymous_owner"]
+
+log = logging.getLogger("chatapp")
+
+OwnerCallable = Callable[[], "str | None"]
+
+_OWNER_KEY = "chatapp_owner"
+
+
+def anonymous_owner() -> str:
+    """The default owner: a random id kept in Flask's signed session cookie."""
+    owner = session.get(_OWNER_KEY)
+    if not isinstance(owner, str) or not owner:
+        owner = "anon:" + secrets.token_urlsafe(16)
+        session[_OWNER_KEY] = owner
+        session.permanent = True
+    return owner
+
+
+@dataclass
+class ChatAppState:
+    """Everything chatapp keeps for one app, in ``app.extensions["chatapp"]``."""
+
+    settings: Settings
+    broker: Broker
+    provider: Provider
+    runner: TurnRunner
+    streams: StreamRegistry
+    owner: OwnerCallable
+
+
+def state() -> ChatAppState:
+    """The chatapp state of the current app."""
+    return current_app.extensions["chatapp"]
+
+
+def _make_broker(settings: Settings) -> Broker:
+    if settings.redis_url:
+        raise ConfigError("CHATAPP_REDIS_URL is set, but this build of chatapp has no Redis broker yet; unset it.")
+    from .broker.memory import MemoryBroker
+
+    return MemoryBroker(session_ttl_seconds=settings.session_ttl_seconds)
+
+
+def _make_provider(settings: Settings) -> Provider:
+    if settings.provider == "openai":
+        raise ConfigError("CHATAPP_PROVIDER=openai is not available in this build; use demo.")
+    from .providers.demo import DemoProvider
+
+    return DemoProvider(delay_ms=settings.demo_delay_ms, reply_words=settings.demo_reply_words)
+
+
+class ChatApp:
+    """Stream LLM chat replies over Server-Sent Events from a Flask app.
+
+    ``ChatApp(app)`` or ``ChatApp()`` then ``init_app(app)``. Per-use behaviour goes in
+    keyword arguments: ``owner`` (a callable returning the current user's id, or
+    ``None`` when nobody is signed in), ``provider`` and ``broker`` (instances replacing
+    the ones built from configuration), ``url_prefix`` (overrides
+    ``CHATAPP_URL_PREFIX``).
+
+    Configuration keys, read from ``app.config`` or else the environment:
+    ``CHATAPP_PROVIDER``, ``CHATAPP_MODEL``, ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``,
+    ``CHATAPP_SYSTEM_PROMPT``, ``CHATAPP_REDIS_URL``, ``CHATAPP_CORS_ORIGINS``,
+    ``CHATAPP_RATE_LIMIT``, ``CHATAPP_HEARTBEAT_SECONDS``, ``CHATAPP_RETRY_MS``,
+    ``CHATAPP_MAX_MESSAGE_CHARS``, ``CHATAPP_CACHE_TTL_SECONDS``,
+    ``CHATAPP_DEMO_DELAY_MS``, ``CHATAPP_DEMO_REPLY_WORDS``,
+    ``CHATAPP_SESSION_TTL_SECONDS``, ``CHATAPP_UPSTREAM_TIMEOUT_SECONDS``,
+    ``CHATAPP_MAX_STREAMS_PER_OWNER``, ``CHATAPP_SECRET_KEY``, ``CHATAPP_URL_PREFIX``.
+    Their types and defaults are in :mod:`chatapp.config`.
+    """
+
+    def __init__(
+        self,
+        app: Flask | None = None,
+        *,
+        owner: OwnerCallable | None = None,
+        provider: Provider | None = None,
+        broker: Broker | None = None,
+        url_prefix: str | None = None,
+    ) -> None:
+        self._owner = owner
+        self._provider = provider
+        self._broker = broker
+        self._url_prefix = url_prefix
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        if "chatapp" in app.extensions:
+            raise RuntimeError("ChatApp is already registered on this app; call init_app once per app.")
+        if self._url_prefix is not None:
+            app.config["CHATAPP_URL_PREFIX"] = self._url_prefix
+        # The environment fills in what the host's config leaves out (setdefault), so
+        # app.config shows every value in force.
+        for name in option_names():
+            if name in os.environ and os.environ[name] != "":
+                app.config.setdefault(name, os.environ[name])
+        settings = load_settings(app.config, environ={})
+
+        if not app.secret_key:
+            # A random key is fine for one process; several workers need a shared one.
+            app.secret_key = settings.secret_key or secrets.token_hex(32)
+
+        broker = self._broker or _make_broker(settings)
+        provider = self._provider or _make_provider(settings)
+        runner = TurnRunner(broker, provider, model=settings.model, system_prompt=settings.system_prompt)
+        app.extensions["chatapp"] = ChatAppState(
+            settings=settings,
+            broker=broker,
+            provider=provider,
+            runner=runner,
+            streams=StreamRegistry(),
+            owner=self._owner or anonymous_owner,
+        )
+        from .api import bp
+
+        app.register_blueprint(bp, url_prefix=settings.url_prefix or None)

@@ -1,0 +1,8 @@
+"""Providers: where reply text comes from. See :mod:`.base`."""
+
+from __future__ import annotations
+
+from .base import ChatRequest, Completion, Provider
+from .demo import DemoProvider
+
+__all__ = ["ChatRequest", "Completion", "DemoProvider", "Provider"]

@@ -1,0 +1,50 @@
+"""The provider interface: where reply text comes from.
+
+A provider is a plain synchronous iterator factory. Under gunicorn's gevent worker its
+blocking calls cooperate through monkey-patched sockets and timers; under threads they
+simply block their own thread. Vendor exceptions never leave a provider: each one is
+translated into a :class:`~chatapp.errors.ProviderError` at its own boundary.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from ..broker.base import Message
+
+__all__ = ["ChatRequest", "Completion", "Provider"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """Everything a provider needs for one reply; the last message is the user's."""
+
+    model: str
+    system_prompt: str
+    messages: tuple[Message, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """How a reply ended, yielded once after its last piece of text."""
+
+    finish_reason: str = "stop"
+    usage: dict[str, Any] | None = None
+
+
+class Provider(ABC):
+    name: str = "provider"
+    #: The model used when ``CHATAPP_MODEL`` is blank.
+    default_model: str = ""
+
+    @abstractmethod
+    def stream(self, request: ChatRequest, cancelled: threading.Event) -> Iterator[str | Completion]:
+        """Yield the reply's text pieces in order, then optionally one :class:`Completion`.
+
+        ``cancelled`` is set when the user asks to stop; a provider that waits should
+        wait on it so a cancel takes effect at once rather than after the next piece.
+        """

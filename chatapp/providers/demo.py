@@ -1,0 +1,57 @@
+"""The demo provider: offline, deterministic replies streamed word by word.
+
+The same message always gets the same reply, so it doubles as a load generator:
+``CHATAPP_DEMO_DELAY_MS`` paces the words and ``CHATAPP_DEMO_REPLY_WORDS`` sets the length.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import threading
+import time
+from collections.abc import Iterator
+
+from .base import ChatRequest, Completion, Provider
+
+__all__ = ["DemoProvider"]
+
+_WORDS = (
+    "stream", "token", "event", "reply", "browser", "server", "flask", "gevent", "socket",
+    "message", "session", "chunk", "latency", "quickly", "steady", "heartbeat", "resume",
+    "the", "a", "of", "and", "to", "in", "every", "each", "one", "arrives", "flows", "over",
+    "wire", "bytes", "text", "model", "answer", "while", "you", "watch", "it", "grow",
+)
+
+
+class DemoProvider(Provider):
+    name = "demo"
+    default_model = "demo"
+
+    def __init__(self, *, delay_ms: float = 40.0, reply_words: int = 60) -> None:
+        self.delay = delay_ms / 1000.0
+        self.reply_words = reply_words
+
+    def reply_for(self, text: str) -> list[str]:
+        """The reply's pieces for ``text``: a word each, spaces kept with the words."""
+        seed = int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big")
+        rng = random.Random(seed)
+        words = [rng.choice(_WORDS) for _ in range(self.reply_words)]
+        words[0] = words[0].capitalize()
+        return [words[0]] + [" " + word for word in words[1:-1]] + [f" {words[-1]}."][: len(words) - 1]
+
+    def stream(self, request: ChatRequest, cancelled: threading.Event) -> Iterator[str | Completion]:
+        pieces = self.reply_for(request.messages[-1].content if request.messages else "")
+        prompt_tokens = sum(len(m.content.split()) for m in request.messages)
+        for piece in pieces:
+            if self.delay:
+                if cancelled.wait(self.delay):
+                    return
+            else:
+                # Give other greenlets (and threads) a turn even at full speed.
+                time.sleep(0)
+            yield piece
+        yield Completion(
+            "stop",
+            {"prompt_tokens": prompt_tokens, "completion_tokens": len(pieces), "total_tokens": prompt_tokens + len(pieces)},
+        )

@@ -1,0 +1,155 @@
+"""The broker contract, run against every backend so they cannot drift apart."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from chatapp.broker.base import Broker, parse_event_id
+from chatapp.broker.memory import MemoryBroker
+from chatapp.errors import ConflictError, SessionNotFoundError
+
+
+@pytest.fixture(params=["memory"])
+def broker(request: pytest.FixtureRequest) -> Iterator[Broker]:
+    backend = MemoryBroker()
+    yield backend
+    backend.close()
+
+
+def run_turn(broker: Broker, session_id: str, text: str, tokens: list[str]) -> list:
+    turn = broker.begin_turn(session_id, text)
+    broker.publish(turn, [("start", "{}")])
+    broker.publish(turn, [("token", f'"{t}"') for t in tokens])
+    broker.finish_turn(turn, "".join(tokens), [("end", "{}")])
+    return broker.read(session_id, None, 0)
+
+
+def test_sessions_are_unguessable_and_owned(broker: Broker) -> None:
+    ids = {broker.create_session("alice") for _ in range(50)}
+    assert len(ids) == 50
+    session_id = ids.pop()
+    assert len(session_id) >= 22
+    info = broker.get_session(session_id)
+    assert info is not None
+    assert (info.owner, info.messages, info.generating) == ("alice", (), False)
+    assert broker.get_session("missing") is None
+
+
+def test_a_turn_stores_history_and_events(broker: Broker) -> None:
+    session_id = broker.create_session("alice")
+    events = run_turn(broker, session_id, "hi", ["a", "b"])
+    assert [e.event for e in events] == ["start", "token", "token", "end"]
+    assert events[1].frame == f'event: token\nid: {events[1].id}\ndata: "a"\n\n'.encode()
+    info = broker.get_session(session_id)
+    assert [(m.role, m.content) for m in info.messages] == [("user", "hi"), ("assistant", "ab")]
+    assert info.generating is False
+
+
+def test_ids_increase_across_turns_and_reads_resume_after_an_id(broker: Broker) -> None:
+    session_id = broker.create_session("alice")
+    first = run_turn(broker, session_id, "one", ["x"] * 5)
+    second = run_turn(broker, session_id, "two", ["y"] * 5)
+    keys = [parse_event_id(e.id) for e in first + second]
+    assert keys == sorted(keys) and len(set(keys)) == len(keys)
+    # No id: the latest turn from its start.
+    assert [e.id for e in broker.read(session_id, None, 0)] == [e.id for e in second]
+    # After an id: exactly what follows it, across the turn boundary.
+    assert [e.id for e in broker.read(session_id, first[2].id, 0)] == [e.id for e in first[3:] + second]
+    assert broker.read(session_id, second[-1].id, 0) == []
+
+
+def test_one_turn_at_a_time(broker: Broker) -> None:
+    session_id = broker.create_session("alice")
+    turn = broker.begin_turn(session_id, "one")
+    with pytest.raises(ConflictError):
+        broker.begin_turn(session_id, "two")
+    assert broker.get_session(session_id).generating is True
+    broker.finish_turn(turn, "", [("end", "{}")])
+    broker.begin_turn(session_id, "three")
+
+
+def test_concurrent_begins_admit_exactly_one(broker: Broker) -> None:
+    session_id = broker.create_session("alice")
+    results: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def begin() -> None:
+        barrier.wait()
+        try:
+            broker.begin_turn(session_id, "race")
+            results.append("ok")
+        except ConflictError:
+            results.append("conflict")
+
+    threads = [threading.Thread(target=begin) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == ["conflict"] * 7 + ["ok"]
+
+
+def test_read_blocks_until_a_publish_wakes_it(broker: Broker) -> None:
+    session_id = broker.create_session("alice")
+    turn = broker.begin_turn(session_id, "hi")
+    got: list = []
+    reader = threading.Thread(target=lambda: got.extend(broker.read(session_id, None, 30)))
+    reader.start()
+    reader.join(0.2)
+    assert reader.is_alive(), "read returned before anything was published"
+    broker.publish(turn, [("start", "{}")])
+    reader.join(10)
+    assert not reader.is_alive()
+    assert [e.event for e in got] == ["start"]
+
+
+def test_read_times_out_empty(broker: Broker) -> None:
+    session_id = broker.create_session("alice")
+    broker.begin_turn(session_id, "hi")
+    assert broker.read(session_id, None, 0.05) == []
+
+
+def test_cancel_sets_the_turns_flag(broker: Broker) -> None:
+    session_id = broker.create_session("alice")
+    assert broker.request_cancel(session_id) is False
+    turn = broker.begin_turn(session_id, "hi")
+    assert broker.request_cancel(session_id) is True
+    assert turn.cancelled.is_set()
+    with pytest.raises(SessionNotFoundError):
+        broker.request_cancel("missing")
+
+
+def test_delete_wakes_readers_and_forgets(broker: Broker) -> None:
+    session_id = broker.create_session("alice")
+    turn = broker.begin_turn(session_id, "hi")
+    errors: list[Exception] = []
+
+    def read() -> None:
+        try:
+            broker.read(session_id, None, 30)
+        except SessionNotFoundError as exc:
+            errors.append(exc)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    reader.join(0.1)
+    assert broker.delete_session(session_id) is True
+    reader.join(10)
+    assert len(errors) == 1
+    assert turn.cancelled.is_set()
+    assert broker.get_session(session_id) is None
+    assert broker.delete_session(session_id) is False
+    with pytest.raises(SessionNotFoundError):
+        broker.begin_turn(session_id, "again")
+
+
+def test_unknown_session_reads_raise(broker: Broker) -> None:
+    with pytest.raises(SessionNotFoundError):
+        broker.read("missing", None, 0)
+
+
+def test_ping(broker: Broker) -> None:
+    assert broker.ping() is True

@@ -1,0 +1,103 @@
+"""Settings: defaults, precedence, validation, and refusals at start-up."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from chatapp import create_app
+from chatapp.config import Settings, load_settings, option_names
+from chatapp.errors import ConfigError
+
+from .servers import BIN, ROOT, free_port
+
+SPEC_KEYS = {
+    "CHATAPP_PROVIDER", "CHATAPP_MODEL", "OPENAI_API_KEY", "OPENAI_BASE_URL", "CHATAPP_SYSTEM_PROMPT",
+    "CHATAPP_REDIS_URL", "CHATAPP_CORS_ORIGINS", "CHATAPP_RATE_LIMIT", "CHATAPP_HEARTBEAT_SECONDS",
+    "CHATAPP_RETRY_MS", "CHATAPP_MAX_MESSAGE_CHARS", "CHATAPP_CACHE_TTL_SECONDS", "CHATAPP_DEMO_DELAY_MS",
+    "CHATAPP_DEMO_REPLY_WORDS", "CHATAPP_SESSION_TTL_SECONDS", "CHATAPP_UPSTREAM_TIMEOUT_SECONDS",
+    "CHATAPP_MAX_STREAMS_PER_OWNER", "CHATAPP_SECRET_KEY", "CHATAPP_URL_PREFIX",
+}
+
+
+def test_every_key_of_the_spec_is_declared() -> None:
+    assert SPEC_KEYS <= set(option_names())
+
+
+def test_defaults() -> None:
+    settings = load_settings({}, {})
+    assert settings == Settings()
+    assert (settings.provider, settings.heartbeat_seconds, settings.retry_ms, settings.cache_ttl_seconds) == ("demo", 15.0, 3000, 3600)
+
+
+def test_config_wins_over_environment_and_empty_means_unset() -> None:
+    settings = load_settings({"CHATAPP_RETRY_MS": 10}, {"CHATAPP_RETRY_MS": "20", "CHATAPP_HEARTBEAT_SECONDS": "2.5", "CHATAPP_MODEL": ""})
+    assert (settings.retry_ms, settings.heartbeat_seconds, settings.model) == (10, 2.5, "")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("CHATAPP_PROVIDER", "gpt"),
+        ("CHATAPP_HEARTBEAT_SECONDS", "0"),
+        ("CHATAPP_HEARTBEAT_SECONDS", "soon"),
+        ("CHATAPP_HEARTBEAT_SECONDS", "nan"),
+        ("CHATAPP_RETRY_MS", "-5"),
+        ("CHATAPP_RETRY_MS", "1.5"),
+        ("CHATAPP_MAX_MESSAGE_CHARS", "0"),
+        ("CHATAPP_DEMO_DELAY_MS", "-1"),
+        ("CHATAPP_DEMO_REPLY_WORDS", "many"),
+        ("CHATAPP_REDIS_URL", "localhost:6379"),
+        ("OPENAI_BASE_URL", "ftp://example.com"),
+        ("CHATAPP_CORS_ORIGINS", "example.com"),
+        ("CHATAPP_URL_PREFIX", "assistant"),
+    ],
+)
+def test_bad_values_name_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        load_settings({}, {name: value})
+    with pytest.raises(ConfigError, match=name):
+        create_app({name: value})
+
+
+def test_secrets_are_not_echoed() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({}, {"CHATAPP_REDIS_URL": "http://user:hunter2@host"})
+    assert "hunter2" not in str(caught.value)
+    assert "hunter2" not in repr(load_settings({}, {"OPENAI_API_KEY": "hunter2"}))
+
+
+def test_cors_origins_and_prefix_are_normalised() -> None:
+    settings = load_settings({}, {"CHATAPP_CORS_ORIGINS": "https://a.example, http://localhost:3000/", "CHATAPP_URL_PREFIX": "/assistant/"})
+    assert settings.cors_origins == ("https://a.example", "http://localhost:3000")
+    assert settings.url_prefix == "/assistant"
+
+
+def run_gunicorn(env: dict[str, str], *args: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{free_port()}", *args, "wsgi:app"],
+        cwd=ROOT,
+        env={"PATH": str(BIN) + ":/usr/bin:/bin", "HOME": str(tmp_path), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "args"),
+    [({}, ("--workers", "2")), ({"WEB_CONCURRENCY": "3"}, ())],
+)
+def test_gunicorn_refuses_several_workers_on_the_memory_broker(env: dict, args: tuple, tmp_path: Path) -> None:
+    result = run_gunicorn(env, *args, tmp_path=tmp_path)
+    assert result.returncode != 0
+    assert "CHATAPP_REDIS_URL" in result.stderr
+
+
+def test_gunicorn_refuses_a_bad_value_naming_it(tmp_path: Path) -> None:
+    result = run_gunicorn({"CHATAPP_HEARTBEAT_SECONDS": "often"}, tmp_path=tmp_path)
+    assert result.returncode != 0
+    assert "CHATAPP_HEARTBEAT_SECONDS" in result.stderr
+    assert "Traceback" not in result.stderr

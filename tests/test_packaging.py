@@ -1,0 +1,23 @@
+"""The wheel carries the page: templates and static files mapped into the package."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+from .servers import ROOT
+
+
+def test_wheel_contains_templates_and_static(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(tmp_path), str(ROOT)],
+        check=True,
+        timeout=300,
+    )
+    [wheel] = tmp_path.glob("chatapp-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert "chatapp/templates/chatapp/index.html" in names
+    assert "chatapp/static/chatapp.js" in names
+    assert "chatapp/sse.py" in names
