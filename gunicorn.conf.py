@@ -4,6 +4,7 @@
 streams; more workers need a broker they can share (``CHATAPP_REDIS_URL``).
 """
 
+import multiprocessing
 import os
 import sys
 
@@ -16,8 +17,10 @@ graceful_timeout = int(os.environ.get("CHATAPP_GRACEFUL_TIMEOUT", "10"))
 # The control socket (gunicorn 24+) has one fixed default path per user, which two
 # servers on one machine would fight over; chatapp does not use it.
 control_socket_disable = True
-# gunicorn reads WEB_CONCURRENCY itself for its default worker count; a command line
-# --workers overrides both. The check of the final count is in on_starting below.
+# gunicorn reads WEB_CONCURRENCY itself for its default worker count, and a command line
+# --workers overrides both. With Redis sharing the sessions, default to a worker per core.
+if os.environ.get("CHATAPP_REDIS_URL") and not os.environ.get("WEB_CONCURRENCY"):
+    workers = multiprocessing.cpu_count()
 
 
 def on_starting(server):
@@ -35,4 +38,10 @@ def on_starting(server):
             "lives in one process and each worker would see different chats. Set "
             "CHATAPP_REDIS_URL=redis://... to share sessions between workers, or run one "
             "worker (one gevent worker holds thousands of streams)."
+        )
+    if server.cfg.workers > 1 and not settings.secret_key:
+        sys.exit(
+            f"chatapp: {server.cfg.workers} workers need one shared CHATAPP_SECRET_KEY to sign "
+            "the owner cookie; without it each worker would make its own and forget the "
+            "others' users. Set CHATAPP_SECRET_KEY to a long random string (the same on every host)."
         )

@@ -201,7 +201,7 @@ def stream(session_id: str) -> Response:
         except ValueError:
             raise InvalidRequestError("Last-Event-ID is not an event id of this stream.", code="invalid_last_event_id") from None
     follow = request.args.get("follow", "").lower() in ("1", "true", "yes")
-    backlog = app_state.broker.read(session_id, after, 0)
+    backlog = app_state.broker.backlog(session_id, after)
     if not backlog and not session.generating and not follow:
         # Nothing newer and nothing coming: 204 tells EventSource to stop reconnecting.
         return Response(status=204)

@@ -55,7 +55,9 @@ def state() -> ChatAppState:
 
 def _make_broker(settings: Settings) -> Broker:
     if settings.redis_url:
-        raise ConfigError("CHATAPP_REDIS_URL is set, but this build of chatapp has no Redis broker yet; unset it.")
+        from .broker.redis import RedisBroker
+
+        return RedisBroker(settings.redis_url, session_ttl_seconds=settings.session_ttl_seconds)
     from .broker.memory import MemoryBroker
 
     return MemoryBroker(session_ttl_seconds=settings.session_ttl_seconds)

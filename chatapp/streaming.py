@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from flask import Response
 
 from .broker.base import Broker, Event
-from .errors import SessionNotFoundError
+from .errors import ServiceUnavailableError, SessionNotFoundError
 from .sse import PING, ServerSentEvent
 
 __all__ = ["EventStream", "StreamRegistry", "event_stream_response", "STREAM_HEADERS"]
@@ -102,25 +102,31 @@ class EventStream:
         # browser's ``open`` fires at once even when the turn has not started yet.
         pending = ServerSentEvent(retry=retry_ms).encode()
         events = backlog
-        while True:
-            if events:
-                end = None if follow else _index_of_end(events)
-                if end is not None:
-                    yield pending + b"".join(e.frame for e in events[: end + 1])
+        reader = broker.reader(session_id)
+        try:
+            while True:
+                if events:
+                    end = None if follow else _index_of_end(events)
+                    if end is not None:
+                        yield pending + b"".join(e.frame for e in events[: end + 1])
+                        return
+                    after = events[-1].id
+                    # Everything already waiting goes out in one write.
+                    yield pending + b"".join(e.frame for e in events)
+                    pending = b""
+                elif pending:
+                    yield pending
+                    pending = b""
+                else:
+                    yield PING
+                try:
+                    events = reader.read(after, heartbeat)
+                except (SessionNotFoundError, ServiceUnavailableError):
+                    # Deleted, or the broker is down: end the response; EventSource comes
+                    # back after `retry` with its last id and resumes once it can.
                     return
-                after = events[-1].id
-                # Everything already waiting goes out in one write.
-                yield pending + b"".join(e.frame for e in events)
-                pending = b""
-            elif pending:
-                yield pending
-                pending = b""
-            else:
-                yield PING
-            try:
-                events = broker.read(session_id, after, heartbeat)
-            except SessionNotFoundError:
-                return
+        finally:
+            reader.close()
 
 
 def _index_of_end(events: list[Event]) -> int | None:

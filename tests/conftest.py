@@ -10,6 +10,7 @@ from flask.testing import FlaskClient
 
 from chatapp import create_app
 
+from .redis_server import RedisServer
 from .servers import ChatServer
 
 #: Fast, short demo replies: most tests only need a few tokens quickly.
@@ -43,3 +44,11 @@ def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerFac
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server of the tests' own for the whole run; tests flush it freely."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()

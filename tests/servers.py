@@ -70,6 +70,11 @@ class ChatServer:
     def health(self) -> dict:
         return httpx.get(self.base_url + "/healthz", timeout=5).json()
 
+    def worker_pids(self) -> list[int]:
+        """The pids of gunicorn's worker processes (children of the master)."""
+        path = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        return [int(pid) for pid in path.read_text().split()]
+
     def client(self) -> ChatClient:
         return ChatClient(self.base_url)
 

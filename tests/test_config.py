@@ -101,3 +101,16 @@ def test_gunicorn_refuses_a_bad_value_naming_it(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "CHATAPP_HEARTBEAT_SECONDS" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_gunicorn_refuses_several_workers_without_a_shared_secret(tmp_path: Path) -> None:
+    result = run_gunicorn({"CHATAPP_REDIS_URL": "redis://127.0.0.1:1/0", "WEB_CONCURRENCY": "2"}, tmp_path=tmp_path)
+    assert result.returncode != 0
+    assert "CHATAPP_SECRET_KEY" in result.stderr
+
+
+def test_gunicorn_defaults_to_a_worker_per_core_with_redis(start_server, redis_server) -> None:
+    import os
+
+    server = start_server({"CHATAPP_REDIS_URL": redis_server.url, "CHATAPP_SECRET_KEY": "k"})
+    assert len(server.worker_pids()) == os.cpu_count()

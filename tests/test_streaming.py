@@ -13,15 +13,25 @@ from .servers import ChatServer, wait_for
 from .sseclient import Received
 
 
-@pytest.fixture(scope="module")
-def server(start_server: ServerFactory) -> ChatServer:
-    return start_server(FAST)
+@pytest.fixture(scope="module", params=["memory", "redis"])
+def broker_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Every stream test runs on the memory broker and on a real Redis."""
+    if request.param == "memory":
+        return {}
+    redis_server = request.getfixturevalue("redis_server")
+    # One worker: /healthz counts the streams of the worker that answers it.
+    return {"CHATAPP_REDIS_URL": redis_server.url, "WEB_CONCURRENCY": "1"}
 
 
 @pytest.fixture(scope="module")
-def slow_server(start_server: ServerFactory) -> ChatServer:
+def server(start_server: ServerFactory, broker_env: dict[str, str]) -> ChatServer:
+    return start_server({**FAST, **broker_env})
+
+
+@pytest.fixture(scope="module")
+def slow_server(start_server: ServerFactory, broker_env: dict[str, str]) -> ChatServer:
     """Slow replies with quiet gaps longer than the heartbeat."""
-    return start_server({"CHATAPP_DEMO_DELAY_MS": "1500", "CHATAPP_DEMO_REPLY_WORDS": "40", "CHATAPP_HEARTBEAT_SECONDS": "0.4"})
+    return start_server({"CHATAPP_DEMO_DELAY_MS": "1500", "CHATAPP_DEMO_REPLY_WORDS": "40", "CHATAPP_HEARTBEAT_SECONDS": "0.4", **broker_env})
 
 
 def reply_text(events: list[Received]) -> str:
@@ -92,9 +102,9 @@ def test_plain_reconnect_replays_the_latest_turn(server: ChatServer) -> None:
 
 
 @pytest.fixture(scope="module")
-def steady_server(start_server: ServerFactory) -> ChatServer:
+def steady_server(start_server: ServerFactory, broker_env: dict[str, str]) -> ChatServer:
     """Replies long and slow enough to drop a reader in the middle of them."""
-    return start_server({"CHATAPP_DEMO_DELAY_MS": "15", "CHATAPP_DEMO_REPLY_WORDS": "40"})
+    return start_server({"CHATAPP_DEMO_DELAY_MS": "15", "CHATAPP_DEMO_REPLY_WORDS": "40", **broker_env})
 
 
 @pytest.mark.parametrize("drop_after", [1, 2, 7, 25])

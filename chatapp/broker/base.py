@@ -24,7 +24,7 @@ from typing import Any
 
 from ..sse import ServerSentEvent
 
-__all__ = ["Broker", "Event", "Message", "SessionInfo", "TurnHandle", "parse_event_id"]
+__all__ = ["Broker", "Event", "Message", "Reader", "SessionInfo", "TurnHandle", "parse_event_id"]
 
 _EVENT_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
 
@@ -83,6 +83,24 @@ class TurnHandle:
     cancelled: threading.Event = field(default_factory=threading.Event)
 
 
+class Reader:
+    """One stream reader's handle on a session's events, from open to close.
+
+    Backends that keep per-reader state (a wake-up registration) override
+    :meth:`Broker.reader`; this default simply reads the broker each time.
+    """
+
+    def __init__(self, broker: Broker, session_id: str) -> None:
+        self.broker = broker
+        self.session_id = session_id
+
+    def read(self, after: str | None, timeout: float) -> list[Event]:
+        return self.broker.read(self.session_id, after, timeout)
+
+    def close(self) -> None:
+        """Release what the reader holds; called once, when its response closes."""
+
+
 class Broker(ABC):
     """Holds sessions, history and event logs; shared by every worker that sees it."""
 
@@ -129,6 +147,18 @@ class Broker(ABC):
 
         Raises :class:`~chatapp.errors.SessionNotFoundError` once the session is gone.
         """
+
+    def reader(self, session_id: str) -> Reader:
+        """A handle for one stream reader of ``session_id``; close it when done."""
+        return Reader(self, session_id)
+
+    def backlog(self, session_id: str, after: str | None) -> list[Event]:
+        """What a reader opening the stream gets at once, without waiting.
+
+        Like :meth:`read` with no timeout, except that an id older than everything the
+        broker keeps starts at the latest turn, as no id would.
+        """
+        return self.read(session_id, after, 0)
 
     @abstractmethod
     def ping(self) -> bool:
