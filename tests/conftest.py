@@ -35,8 +35,8 @@ def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerFac
     servers: list[ChatServer] = []
     log_dir = tmp_path_factory.mktemp("servers")
 
-    def start(env: Mapping[str, str] | None = None, *, kind: str = "gevent") -> ChatServer:
-        server = ChatServer(env, kind=kind, log_dir=log_dir)
+    def start(env: Mapping[str, str] | None = None, *, kind: str = "gevent", **options: str) -> ChatServer:
+        server = ChatServer(env, kind=kind, log_dir=log_dir, **options)
         servers.append(server)
         return server
 
