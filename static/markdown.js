@@ -1,7 +1,7 @@
 /*
  * A small Markdown renderer for untrusted model text.
  *
- * It builds DOM nodes with createElement and textContent only: no innerHTML, so HTML in
+ * It builds DOM nodes with createElement and textContent only, never parsing HTML, so HTML in
  * the text is shown as text and can never run. Links keep only http, https and mailto
  * URLs. A reply is rendered again from its whole text on every token, so a tag or a
  * fence split across tokens is judged on the complete text, never half-way.

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 
+import os
+
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from playwright.sync_api import Browser, sync_playwright
 
 from chatapp import create_app
 
+from .browser import Tabs, chromium_path, launch
 from .servers import ChatServer
 
 #: Fast, short demo replies: most tests only need a few tokens quickly.
@@ -43,3 +47,26 @@ def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerFac
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """Headless Chromium (Debian's), shared by the whole run."""
+    if chromium_path() is None:
+        message = "chromium is not installed; scripts/test installs it (apt-get install chromium)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    with sync_playwright() as playwright:
+        browser = launch(playwright)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def new_tab(browser: Browser) -> Iterator[Tabs]:
+    """``new_tab(url, **context_options)`` opens a page in a fresh browser context."""
+    tabs = Tabs(browser)
+    yield tabs
+    # An uncaught exception in a page is a bug, whatever the test checked.
+    assert tabs.close() == []

@@ -7,43 +7,20 @@ tokens, Markdown, or fail. One server runs the standalone app with the demo prov
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from .apps.scripted import PREFIX, words
-from .browser import chromium_path, launch
+from .browser import TIMEOUT_MS, Tabs
 from .conftest import ServerFactory
 from .servers import ChatServer
 from .tcpproxy import TCPProxy
 
 ASSISTANT = '[data-role="assistant"]'
 USER = '[data-role="user"]'
-#: Hang guard for a whole reply; replies here take a few seconds at most.
-REPLY_TIMEOUT_MS = 30_000
-
-
-@pytest.fixture(scope="module")
-def playwright() -> Iterator[Playwright]:
-    if chromium_path() is None:
-        message = "chromium is not installed: scripts/test installs it (apt-get install chromium)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    with sync_playwright() as p:
-        yield p
-
-
-@pytest.fixture(scope="module")
-def browser(playwright: Playwright) -> Iterator[Browser]:
-    browser = launch(playwright)
-    yield browser
-    browser.close()
 
 
 @pytest.fixture(scope="module")
@@ -54,50 +31,6 @@ def scripted(start_server: ServerFactory) -> ChatServer:
 @pytest.fixture(scope="module")
 def demo(start_server: ServerFactory) -> ChatServer:
     return start_server({"CHATAPP_DEMO_DELAY_MS": "60", "CHATAPP_DEMO_REPLY_WORDS": "40"})
-
-
-@dataclass
-class Tab:
-    """A page in its own browser context, with what it logged and fetched."""
-
-    page: Page
-    console_errors: list[str] = field(default_factory=list)
-    page_errors: list[str] = field(default_factory=list)
-    requests: list[str] = field(default_factory=list)
-
-
-TabFactory = Callable[..., Tab]
-
-
-@pytest.fixture
-def new_tab(browser: Browser) -> Iterator[TabFactory]:
-    contexts = []
-    tabs: list[Tab] = []
-
-    def make(url: str, **context_options: object) -> Tab:
-        context = browser.new_context(**context_options)
-        contexts.append(context)
-        page = context.new_page()
-        page.set_default_timeout(REPLY_TIMEOUT_MS)
-        tab = Tab(page)
-        tabs.append(tab)
-
-        def on_console(message: ConsoleMessage) -> None:
-            if message.type == "error":
-                tab.console_errors.append(message.text)
-
-        page.on("console", on_console)
-        page.on("pageerror", lambda error: tab.page_errors.append(str(error)))
-        page.on("request", lambda request: tab.requests.append(request.url))
-        page.goto(url)
-        return tab
-
-    yield make
-    for context in contexts:
-        context.close()
-    for tab in tabs:
-        # An uncaught exception in the page is a bug whatever the test checked.
-        assert tab.page_errors == []
 
 
 def page_url(server: ChatServer) -> str:
@@ -112,7 +45,7 @@ def send(page: Page, text: str) -> None:
 
 def wait_idle(page: Page) -> None:
     """Wait until no reply is being generated."""
-    expect(page.locator(f"{ASSISTANT}[aria-busy]")).to_have_count(0, timeout=REPLY_TIMEOUT_MS)
+    expect(page.locator(f"{ASSISTANT}[aria-busy]")).to_have_count(0, timeout=TIMEOUT_MS)
     expect(page.get_by_role("button", name="Send")).to_be_visible()
 
 
@@ -149,7 +82,7 @@ def record_lengths(page: Page) -> None:
 # -- streaming ----------------------------------------------------------------------------
 
 
-def test_reply_streams_in_progressively(demo: ChatServer, new_tab: TabFactory) -> None:
+def test_reply_streams_in_progressively(demo: ChatServer, new_tab: Tabs) -> None:
     tab = new_tab(demo.base_url + "/")
     page = tab.page
     record_lengths(page)
@@ -173,7 +106,7 @@ def test_reply_streams_in_progressively(demo: ChatServer, new_tab: TabFactory) -
     assert {urlsplit(url).netloc for url in tab.requests} == {urlsplit(demo.base_url).netloc}
 
 
-def test_stop_halts_the_text_and_the_next_message_works(scripted: ChatServer, new_tab: TabFactory) -> None:
+def test_stop_halts_the_text_and_the_next_message_works(scripted: ChatServer, new_tab: Tabs) -> None:
     page = new_tab(page_url(scripted)).page
     send(page, "slow")
     page.wait_for_function("() => (document.querySelector('[data-role=assistant] .message-content').textContent.length > 30)")
@@ -194,7 +127,7 @@ def test_stop_halts_the_text_and_the_next_message_works(scripted: ChatServer, ne
     expect(page.locator(USER)).to_have_count(2)
 
 
-def test_escape_stops_too(scripted: ChatServer, new_tab: TabFactory) -> None:
+def test_escape_stops_too(scripted: ChatServer, new_tab: Tabs) -> None:
     page = new_tab(page_url(scripted)).page
     send(page, "slow")
     page.wait_for_function("() => (document.querySelector('[data-role=assistant] .message-content').textContent.length > 10)")
@@ -206,7 +139,7 @@ def test_escape_stops_too(scripted: ChatServer, new_tab: TabFactory) -> None:
 # -- reload -------------------------------------------------------------------------------
 
 
-def test_reload_restores_the_conversation(scripted: ChatServer, new_tab: TabFactory) -> None:
+def test_reload_restores_the_conversation(scripted: ChatServer, new_tab: Tabs) -> None:
     tab = new_tab(page_url(scripted))
     page = tab.page
     send(page, "markdown")
@@ -229,7 +162,7 @@ def test_reload_restores_the_conversation(scripted: ChatServer, new_tab: TabFact
     assert tab.console_errors == []
 
 
-def test_reload_resumes_a_reply_still_generating(scripted: ChatServer, new_tab: TabFactory) -> None:
+def test_reload_resumes_a_reply_still_generating(scripted: ChatServer, new_tab: Tabs) -> None:
     page = new_tab(page_url(scripted)).page
     send(page, "medium")
     page.wait_for_function("() => (document.querySelector('[data-role=assistant] .message-content').textContent.length > 12)")
@@ -244,7 +177,7 @@ def test_reload_resumes_a_reply_still_generating(scripted: ChatServer, new_tab: 
     assert history(page)["messages"][-1]["content"] == text
 
 
-def test_a_session_gone_from_the_server_starts_fresh(scripted: ChatServer, new_tab: TabFactory) -> None:
+def test_a_session_gone_from_the_server_starts_fresh(scripted: ChatServer, new_tab: Tabs) -> None:
     page = new_tab(page_url(scripted)).page
     send(page, "hello")
     wait_idle(page)
@@ -258,7 +191,7 @@ def test_a_session_gone_from_the_server_starts_fresh(scripted: ChatServer, new_t
     assert reply_text(page) == "You said: again"
 
 
-def test_new_chat_starts_an_empty_conversation(scripted: ChatServer, new_tab: TabFactory) -> None:
+def test_new_chat_starts_an_empty_conversation(scripted: ChatServer, new_tab: Tabs) -> None:
     page = new_tab(page_url(scripted)).page
     send(page, "hello")
     wait_idle(page)
@@ -289,7 +222,7 @@ def assert_nothing_ran(page: Page) -> None:
     assert hrefs == ["https://example.com/a?b=1"]
 
 
-def test_model_html_and_scripts_render_as_text(scripted: ChatServer, new_tab: TabFactory) -> None:
+def test_model_html_and_scripts_render_as_text(scripted: ChatServer, new_tab: Tabs) -> None:
     tab = new_tab(page_url(scripted))
     page = tab.page
     send(page, "hostile")
@@ -314,7 +247,7 @@ def test_model_html_and_scripts_render_as_text(scripted: ChatServer, new_tab: Ta
     assert tab.console_errors == []
 
 
-def test_user_html_is_text(scripted: ChatServer, new_tab: TabFactory) -> None:
+def test_user_html_is_text(scripted: ChatServer, new_tab: Tabs) -> None:
     page = new_tab(page_url(scripted)).page
     hostile = "<img src=x onerror=\"window.__pwned='user'\"><b>hi</b>"
     send(page, hostile)
@@ -325,7 +258,7 @@ def test_user_html_is_text(scripted: ChatServer, new_tab: TabFactory) -> None:
     assert page.locator("#log img, #log b").count() == 0
 
 
-def test_markdown_from_the_model(scripted: ChatServer, new_tab: TabFactory) -> None:
+def test_markdown_from_the_model(scripted: ChatServer, new_tab: Tabs) -> None:
     page = new_tab(page_url(scripted)).page
     send(page, "markdown")
     wait_idle(page)
@@ -349,7 +282,7 @@ def test_markdown_from_the_model(scripted: ChatServer, new_tab: TabFactory) -> N
 # -- errors and the connection ------------------------------------------------------------
 
 
-def test_a_retryable_server_error_offers_retry(scripted: ChatServer, new_tab: TabFactory) -> None:
+def test_a_retryable_server_error_offers_retry(scripted: ChatServer, new_tab: Tabs) -> None:
     page = new_tab(page_url(scripted)).page
     send(page, "flaky")
     wait_idle(page)
@@ -364,7 +297,7 @@ def test_a_retryable_server_error_offers_retry(scripted: ChatServer, new_tab: Ta
     expect(page.locator(USER)).to_have_count(2)
 
 
-def test_a_final_server_error_has_no_retry(scripted: ChatServer, new_tab: TabFactory) -> None:
+def test_a_final_server_error_has_no_retry(scripted: ChatServer, new_tab: Tabs) -> None:
     page = new_tab(page_url(scripted)).page
     send(page, "fatal")
     wait_idle(page)
@@ -376,7 +309,7 @@ def test_a_final_server_error_has_no_retry(scripted: ChatServer, new_tab: TabFac
     assert reply_text(page) == "You said: ok"
 
 
-def test_a_rejected_message_goes_back_to_the_composer(start_server: ServerFactory, new_tab: TabFactory) -> None:
+def test_a_rejected_message_goes_back_to_the_composer(start_server: ServerFactory, new_tab: Tabs) -> None:
     server = start_server({"CHATAPP_MAX_MESSAGE_CHARS": "10"}, app="tests.apps.scripted:app", health_path=PREFIX + "/healthz")
     page = new_tab(page_url(server)).page
     send(page, "far too long a message")
@@ -389,7 +322,7 @@ def test_a_rejected_message_goes_back_to_the_composer(start_server: ServerFactor
     expect(notice.get_by_role("button", name="Retry")).to_be_hidden()
 
 
-def test_a_dropped_connection_resumes_without_duplicates(scripted: ChatServer, new_tab: TabFactory) -> None:
+def test_a_dropped_connection_resumes_without_duplicates(scripted: ChatServer, new_tab: Tabs) -> None:
     proxy = TCPProxy(scripted.port)
     try:
         page = new_tab(proxy.base_url + PREFIX + "/").page
@@ -419,7 +352,7 @@ def test_a_dropped_connection_resumes_without_duplicates(scripted: ChatServer, n
 # -- keyboard, accessibility, layout ------------------------------------------------------
 
 
-def test_enter_sends_and_shift_enter_adds_a_line(scripted: ChatServer, new_tab: TabFactory) -> None:
+def test_enter_sends_and_shift_enter_adds_a_line(scripted: ChatServer, new_tab: Tabs) -> None:
     page = new_tab(page_url(scripted)).page
     box = page.get_by_label("Message")
     box.click()
@@ -435,7 +368,7 @@ def test_enter_sends_and_shift_enter_adds_a_line(scripted: ChatServer, new_tab: 
     assert reply_text(page) == "You said: line one\nline two"
 
 
-def test_keyboard_only_use_with_visible_focus(scripted: ChatServer, new_tab: TabFactory) -> None:
+def test_keyboard_only_use_with_visible_focus(scripted: ChatServer, new_tab: Tabs) -> None:
     page = new_tab(page_url(scripted)).page
     # Tab from the top reaches the skip link, which lands in the message box.
     page.keyboard.press("Tab")
@@ -457,7 +390,7 @@ def test_keyboard_only_use_with_visible_focus(scripted: ChatServer, new_tab: Tab
     expect(page.get_by_label("Message")).to_be_focused()
 
 
-def test_accessible_structure(scripted: ChatServer, new_tab: TabFactory) -> None:
+def test_accessible_structure(scripted: ChatServer, new_tab: Tabs) -> None:
     page = new_tab(page_url(scripted)).page
     log = page.locator("#log")
     expect(log).to_have_attribute("aria-live", "polite")
@@ -474,7 +407,7 @@ def test_accessible_structure(scripted: ChatServer, new_tab: TabFactory) -> None
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
-def test_phone_width_has_no_horizontal_scroll(scripted: ChatServer, new_tab: TabFactory, scheme: str) -> None:
+def test_phone_width_has_no_horizontal_scroll(scripted: ChatServer, new_tab: Tabs, scheme: str) -> None:
     page = new_tab(page_url(scripted), viewport={"width": 390, "height": 844}, color_scheme=scheme).page
 
     def overflow() -> int:
@@ -490,7 +423,7 @@ def test_phone_width_has_no_horizontal_scroll(scripted: ChatServer, new_tab: Tab
     assert pre.evaluate("el => el.scrollWidth > el.clientWidth")
 
 
-def test_themes_follow_the_color_scheme(scripted: ChatServer, new_tab: TabFactory) -> None:
+def test_themes_follow_the_color_scheme(scripted: ChatServer, new_tab: Tabs) -> None:
     backgrounds = {}
     for scheme in ("light", "dark"):
         page = new_tab(page_url(scripted), color_scheme=scheme).page
@@ -499,7 +432,7 @@ def test_themes_follow_the_color_scheme(scripted: ChatServer, new_tab: TabFactor
     assert backgrounds["dark"] == "rgb(24, 24, 27)"
 
 
-def test_page_and_assets_are_under_the_mount_point(scripted: ChatServer, new_tab: TabFactory) -> None:
+def test_page_and_assets_are_under_the_mount_point(scripted: ChatServer, new_tab: Tabs) -> None:
     tab = new_tab(page_url(scripted))
     send(tab.page, "hello")
     wait_idle(tab.page)
