@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 
+import os
+
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from playwright.sync_api import Browser, sync_playwright
 
 from chatapp import create_app
 
+from .browser import Tabs, chromium_path, launch
 from .redis_server import RedisServer
 from .servers import ChatServer
 
@@ -36,8 +40,8 @@ def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerFac
     servers: list[ChatServer] = []
     log_dir = tmp_path_factory.mktemp("servers")
 
-    def start(env: Mapping[str, str] | None = None, *, kind: str = "gevent") -> ChatServer:
-        server = ChatServer(env, kind=kind, log_dir=log_dir)
+    def start(env: Mapping[str, str] | None = None, *, kind: str = "gevent", **options: str) -> ChatServer:
+        server = ChatServer(env, kind=kind, log_dir=log_dir, **options)
         servers.append(server)
         return server
 
@@ -52,3 +56,26 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server = RedisServer(tmp_path_factory.mktemp("redis"))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """Headless Chromium (Debian's), shared by the whole run."""
+    if chromium_path() is None:
+        message = "chromium is not installed; scripts/test installs it (apt-get install chromium)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    with sync_playwright() as playwright:
+        browser = launch(playwright)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def new_tab(browser: Browser) -> Iterator[Tabs]:
+    """``new_tab(url, **context_options)`` opens a page in a fresh browser context."""
+    tabs = Tabs(browser)
+    yield tabs
+    # An uncaught exception in a page is a bug, whatever the test checked.
+    assert tabs.close() == []

@@ -19,5 +19,6 @@ def test_wheel_contains_templates_and_static(tmp_path: Path) -> None:
     [wheel] = tmp_path.glob("chatapp-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "chatapp/templates/chatapp/index.html" in names
-    assert "chatapp/static/chatapp.js" in names
+    for asset in ("chatapp.js", "markdown.js", "page.js", "chatapp.css", "favicon.svg"):
+        assert f"chatapp/static/{asset}" in names
     assert "chatapp/sse.py" in names
