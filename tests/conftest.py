@@ -11,6 +11,7 @@ from flask.testing import FlaskClient
 from chatapp import create_app
 
 from .servers import ChatServer
+from .upstream import Upstream
 
 #: Fast, short demo replies: most tests only need a few tokens quickly.
 FAST = {"CHATAPP_DEMO_DELAY_MS": "1", "CHATAPP_DEMO_REPLY_WORDS": "12"}
@@ -43,3 +44,11 @@ def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerFac
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[Upstream]:
+    """A real OpenAI-compatible streaming server on loopback, scripted per message."""
+    server = Upstream()
+    yield server
+    server.stop()

@@ -32,7 +32,8 @@ class Reply:
     mid-body), ``"eof"`` (the body ends cleanly but without a finish reason or
     ``[DONE]``), ``"malformed"`` (a chunk that is not JSON), ``"not_a_chunk"`` (JSON
     that is not a chunk), ``"error_event"`` (an error object inside the stream); it
-    happens after ``fault_after`` pieces of text. ``stall_after`` pieces, the server is
+    happens after ``fault_after`` pieces of text. ``"cut_after_finish"`` drops the
+    connection after the finish chunk, before the usage chunk and ``[DONE]``. ``stall_after`` pieces, the server is
     silent for ``stall`` seconds (0: before the first piece); ``stall_headers`` is a
     silence before even the status line.
     """
@@ -229,7 +230,7 @@ class _Handler(BaseHTTPRequestHandler):
         for index, piece in enumerate(pieces):
             if reply.stall and index == reply.stall_after and not self._wait(reply.stall, seen):
                 return
-            if reply.fault and index == reply.fault_after:
+            if reply.fault and reply.fault != "cut_after_finish" and index == reply.fault_after:
                 self._fault(reply)
                 return
             if reply.delay and not self._wait(reply.delay, seen):
@@ -239,10 +240,14 @@ class _Handler(BaseHTTPRequestHandler):
             seen.sent_pieces += 1
         if reply.stall and reply.stall_after >= len(pieces) and not self._wait(reply.stall, seen):
             return
-        if reply.fault:
+        if reply.fault and reply.fault != "cut_after_finish":
             self._fault(reply)
             return
         self._event(choice({}, reply.finish_reason), reply)
+        self.wfile.flush()
+        if reply.fault == "cut_after_finish":
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
         if with_usage:
             prompt = sum(len(str(m.get("content", "")).split()) for m in messages)
             usage = {"prompt_tokens": prompt, "completion_tokens": len(pieces), "total_tokens": prompt + len(pieces)}
@@ -274,3 +279,42 @@ class _Handler(BaseHTTPRequestHandler):
             self._wait(0.5, Seen("", {}, {}))
         else:
             raise ValueError(f"unknown fault {reply.fault!r}")
+
+
+# -- the faults of an upstream, shared by the provider and the end-to-end tests ---------
+
+#: The text the scripted replies below stream; most faults strike after its first piece.
+PIECES = ["Part", "ial ", "reply."]
+#: A silence far longer than any timeout the tests configure; the upstream ends it as
+#: soon as the client leaves.
+SILENCE = 60.0
+
+
+@dataclass(frozen=True)
+class Fault:
+    name: str
+    reply: Reply
+    code: str
+    retryable: bool
+    #: The text that reached the client before the fault.
+    partial: str
+
+
+FAULTS = [
+    Fault("http_401", Reply(PIECES, status=401), "upstream_auth", False, ""),
+    Fault("http_403", Reply(PIECES, status=403), "upstream_auth", False, ""),
+    Fault("http_429", Reply(PIECES, status=429), "upstream_rate_limited", True, ""),
+    Fault("http_500", Reply(PIECES, status=500), "upstream_unavailable", True, ""),
+    Fault("http_503", Reply(PIECES, status=503), "upstream_unavailable", True, ""),
+    Fault("http_404", Reply(PIECES, status=404), "upstream_rejected", False, ""),
+    Fault("cut_mid_stream", Reply(PIECES, fault="cut"), "upstream_connection", True, "Part"),
+    Fault("cut_before_text", Reply(PIECES, fault="cut", fault_after=0), "upstream_connection", True, ""),
+    Fault("ends_without_finish", Reply(PIECES, fault="eof", fault_after=2), "upstream_connection", True, "Partial "),
+    Fault("malformed_chunk", Reply(PIECES, fault="malformed"), "upstream_bad_response", False, "Part"),
+    Fault("json_not_a_chunk", Reply(PIECES, fault="not_a_chunk"), "upstream_bad_response", False, "Part"),
+    Fault("error_in_stream", Reply(PIECES, fault="error_event"), "upstream_error", True, "Part"),
+    Fault("silent_before_headers", Reply(PIECES, stall_headers=SILENCE), "upstream_timeout", True, ""),
+    Fault("silent_before_first_token", Reply(PIECES, stall=SILENCE), "upstream_timeout", True, ""),
+    Fault("silent_between_tokens", Reply(PIECES, stall=SILENCE, stall_after=1), "upstream_timeout", True, "Part"),
+    Fault("content_filter", Reply(PIECES, finish_reason="content_filter"), "content_filtered", False, "Partial reply."),
+]
