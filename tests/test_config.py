@@ -49,6 +49,8 @@ def test_config_wins_over_environment_and_empty_means_unset() -> None:
         ("CHATAPP_MAX_MESSAGE_CHARS", "0"),
         ("CHATAPP_DEMO_DELAY_MS", "-1"),
         ("CHATAPP_DEMO_REPLY_WORDS", "many"),
+        ("CHATAPP_MAX_HISTORY_MESSAGES", "0"),
+        ("CHATAPP_MAX_HISTORY_MESSAGES", "all"),
         ("CHATAPP_REDIS_URL", "localhost:6379"),
         ("OPENAI_BASE_URL", "ftp://example.com"),
         ("CHATAPP_CORS_ORIGINS", "example.com"),

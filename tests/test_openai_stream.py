@@ -187,6 +187,8 @@ def test_connection_refused(start_server: ServerFactory) -> None:
             assert [e.event for e in events] == ["start", "error", "end"]
             assert (events[1].json()["code"], events[1].json()["retryable"]) == ("upstream_connection", True)
         chat.assert_nothing_leaked()
+    # The operator gets the detail the user does not.
+    assert wait_for(lambda: "openai.APIConnectionError" in server.log() and "Connection refused" in server.log())
 
 
 @pytest.mark.parametrize(

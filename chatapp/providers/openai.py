@@ -39,6 +39,8 @@ What the SDK does not do by itself:
 from __future__ import annotations
 
 import contextvars
+import functools
+import importlib
 import logging
 import socket
 import threading
@@ -182,14 +184,13 @@ class OpenAIProvider(Provider):
                 if cancelled.is_set():
                     # Our own shutdown ended the read: a cancel, not a fault.
                     return
-                if finish_reason is not None and isinstance(exc, openai.APIConnectionError):
-                    # The reply was complete; only the usage chunk or [DONE] went missing.
-                    log.info("upstream connection ended after the reply was complete: %r", exc)
-                else:
-                    error = _translate(exc)
-                    if error is None:
-                        raise
+                error = _translate(exc)
+                if error is None:
+                    raise
+                if finish_reason is None or not isinstance(error, (UpstreamConnectionError, UpstreamTimeoutError)):
                     raise error from exc
+                # The reply was complete; only the usage chunk or [DONE] went missing.
+                log.info("upstream connection ended after the reply was complete: %r", exc)
         finally:
             stop_watching()
             if chunks is not None:
@@ -299,9 +300,31 @@ def _translate(exc: Exception) -> ProviderError | None:
         return UpstreamBadResponseError("The model server sent a reply chatapp could not read.")
     if isinstance(exc, openai.APIError):
         return UpstreamReportedError("The model server reported an error during the reply; try again.")
-    if isinstance(exc, OSError):
+    timeouts, transport = _transport_errors()
+    if isinstance(exc, timeouts):
+        return UpstreamTimeoutError("The model server stopped answering; try again.")
+    if isinstance(exc, (*transport, OSError)):
         return UpstreamConnectionError("The connection to the model server failed or was lost; try again.")
     return None
+
+
+@functools.cache
+def _transport_errors() -> tuple[tuple[type[Exception], ...], tuple[type[Exception], ...]]:
+    """The HTTP client's timeout and transport exceptions.
+
+    Older SDKs let them out of a stream's iteration unwrapped. The SDK's HTTP client is
+    ``httpx2`` from openai 3 on and ``httpx`` before; whichever is installed counts.
+    """
+    timeouts: list[type[Exception]] = []
+    transport: list[type[Exception]] = []
+    for name in ("httpx2", "httpx"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        timeouts.append(module.TimeoutException)
+        transport.append(module.TransportError)
+    return tuple(timeouts), tuple(transport)
 
 
 # -- cancel -----------------------------------------------------------------------------
