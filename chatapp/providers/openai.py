@@ -117,6 +117,8 @@ class OpenAIProvider(Provider):
         self.timeout_seconds = timeout_seconds
         # Some servers reject the stream_options field; once one has, stop sending it.
         self._usage_option = True
+        # The SDK's own Limits class (httpx2's from openai 3 on, httpx's before); no
+        # keep-alive, so each turn's connection is its own to shut on cancel.
         limits = type(openai.DEFAULT_CONNECTION_LIMITS)(
             max_connections=openai.DEFAULT_CONNECTION_LIMITS.max_connections,
             max_keepalive_connections=0,
