@@ -105,8 +105,9 @@ class Settings:
     provider: str = _option("CHATAPP_PROVIDER", _choice("demo", "openai"), "demo", "where replies come from: demo or openai")
     model: str = _option("CHATAPP_MODEL", _text, "", "model name sent upstream; blank means the provider's default")
     openai_api_key: str | None = _option("OPENAI_API_KEY", _text, None, "API key for the openai provider", secret=True)
-    openai_base_url: str | None = _option("OPENAI_BASE_URL", _url("http", "https"), None, "OpenAI-compatible server URL")
+    openai_base_url: str | None = _option("OPENAI_BASE_URL", _url("http", "https"), None, "OpenAI-compatible server URL", secret=True)
     system_prompt: str = _option("CHATAPP_SYSTEM_PROMPT", _text, "", "system prompt sent before the history")
+    max_history_messages: int = _option("CHATAPP_MAX_HISTORY_MESSAGES", _integer(1), 40, "latest history messages sent upstream, the new message included")
     redis_url: str | None = _option("CHATAPP_REDIS_URL", _url("redis", "rediss", "unix"), None, "Redis for scale-out; unset means the memory broker", secret=True)
     cors_origins: tuple[str, ...] = _option("CHATAPP_CORS_ORIGINS", _origins, (), "comma-separated origins allowed to call the API")
     rate_limit: str = _option("CHATAPP_RATE_LIMIT", _text, "30/minute", "per-owner limit on creating sessions and posting messages")
@@ -150,4 +151,21 @@ def load_settings(config: Mapping[str, Any], environ: Mapping[str, str] | None =
         except (TypeError, ValueError) as exc:
             shown = "" if f.metadata["secret"] else f"={str(raw)[:80]!r}"
             raise ConfigError(f"{name}{shown} is invalid: {exc} ({f.metadata['doc']}).") from None
-    return Settings(**values)
+    settings = Settings(**values)
+    _check_together(settings)
+    return settings
+
+
+def _check_together(settings: Settings) -> None:
+    """Settings that are valid alone but not in this combination."""
+    if settings.provider == "openai":
+        if not settings.model:
+            raise ConfigError(
+                "CHATAPP_MODEL must name the model when CHATAPP_PROVIDER=openai "
+                "(for example gpt-4o-mini on OpenAI, or llama3.2 on Ollama)."
+            )
+        if not settings.openai_api_key and not settings.openai_base_url:
+            raise ConfigError(
+                "OPENAI_API_KEY is required for OpenAI itself; for a local server that needs "
+                "no key, set OPENAI_BASE_URL to it instead."
+            )

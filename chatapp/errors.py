@@ -13,8 +13,21 @@
     │   ├── UnsupportedMediaError   415 unsupported_media_type
     │   └── ServiceUnavailableError 503 broker_unavailable
     └── ProviderError               a reply could not be generated; becomes an ``error`` event
-        ├── UpstreamTimeoutError    the upstream was silent too long (retryable)
+        ├── UpstreamAuthError       upstream_auth: key missing, wrong or not allowed
+        ├── UpstreamRateLimitedError  upstream_rate_limited: 429 (retryable)
+        ├── UpstreamUnavailableError  upstream_unavailable: 5xx (retryable)
+        ├── UpstreamRejectedError   upstream_rejected: another 4xx, e.g. an unknown model
+        ├── UpstreamConnectionError upstream_connection: refused, reset, cut mid-reply (retryable)
+        ├── UpstreamBadResponseError  upstream_bad_response: a chunk that is not the protocol
+        ├── UpstreamReportedError   upstream_error: an error object inside the stream (retryable)
+        ├── ContentFilteredError    content_filtered: the upstream's filter stopped the reply
+        ├── UpstreamTimeoutError    upstream_timeout: silent too long (retryable)
         └── GenerationInterruptedError  the producer died mid-turn (retryable)
+
+``retryable`` says whether sending the same message again may work: true for faults of
+the moment (rate limits, 5xx, lost connections, silence), false where a retry would fail
+the same way (credentials, a rejected request, a server that does not speak the protocol,
+a content filter).
 
 Vendor exceptions (openai, redis) are translated into these at exactly one place each:
 the provider and the broker modules. Nothing above them knows an SDK.
@@ -115,3 +128,43 @@ class UpstreamTimeoutError(ProviderError):
 class GenerationInterruptedError(ProviderError):
     code = "generation_interrupted"
     retryable = True
+
+
+class UpstreamAuthError(ProviderError):
+    code = "upstream_auth"
+    retryable = False
+
+
+class UpstreamRateLimitedError(ProviderError):
+    code = "upstream_rate_limited"
+    retryable = True
+
+
+class UpstreamUnavailableError(ProviderError):
+    code = "upstream_unavailable"
+    retryable = True
+
+
+class UpstreamRejectedError(ProviderError):
+    code = "upstream_rejected"
+    retryable = False
+
+
+class UpstreamConnectionError(ProviderError):
+    code = "upstream_connection"
+    retryable = True
+
+
+class UpstreamBadResponseError(ProviderError):
+    code = "upstream_bad_response"
+    retryable = False
+
+
+class UpstreamReportedError(ProviderError):
+    code = "upstream_error"
+    retryable = True
+
+
+class ContentFilteredError(ProviderError):
+    code = "content_filtered"
+    retryable = False

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from flask import Flask, current_app, session
 
 from .broker.base import Broker
+from .cache import ResponseCache
 from .config import Settings, load_settings, option_names
 from .errors import ConfigError
 from .providers.base import Provider
@@ -46,6 +47,8 @@ class ChatAppState:
     runner: TurnRunner
     streams: StreamRegistry
     owner: OwnerCallable
+    #: ``None`` when ``CHATAPP_CACHE_TTL_SECONDS`` is 0.
+    cache: ResponseCache | None = None
 
 
 def state() -> ChatAppState:
@@ -65,10 +68,25 @@ def _make_broker(settings: Settings) -> Broker:
 
 def _make_provider(settings: Settings) -> Provider:
     if settings.provider == "openai":
-        raise ConfigError("CHATAPP_PROVIDER=openai is not available in this build; use demo.")
+        from .providers.openai import OpenAIProvider
+
+        return OpenAIProvider.from_settings(settings)
     from .providers.demo import DemoProvider
 
     return DemoProvider(delay_ms=settings.demo_delay_ms, reply_words=settings.demo_reply_words)
+
+
+def _make_cache(settings: Settings, broker: Broker) -> ResponseCache | None:
+    if settings.cache_ttl_seconds == 0:
+        return None
+    if broker.name == "redis":
+        from .redis_cache import RedisResponseCache
+
+        # Shared by every worker and host, on the broker's connection pool.
+        return RedisResponseCache(broker.client)  # type: ignore[attr-defined]
+    from .cache import MemoryResponseCache
+
+    return MemoryResponseCache()
 
 
 class ChatApp:
@@ -76,13 +94,13 @@ class ChatApp:
 
     ``ChatApp(app)`` or ``ChatApp()`` then ``init_app(app)``. Per-use behaviour goes in
     keyword arguments: ``owner`` (a callable returning the current user's id, or
-    ``None`` when nobody is signed in), ``provider`` and ``broker`` (instances replacing
-    the ones built from configuration), ``url_prefix`` (overrides
-    ``CHATAPP_URL_PREFIX``).
+    ``None`` when nobody is signed in), ``provider``, ``broker`` and ``cache`` (instances
+    replacing the ones built from configuration; a ``cache`` still follows
+    ``CHATAPP_CACHE_TTL_SECONDS``), ``url_prefix`` (overrides ``CHATAPP_URL_PREFIX``).
 
     Configuration keys, read from ``app.config`` or else the environment:
     ``CHATAPP_PROVIDER``, ``CHATAPP_MODEL``, ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``,
-    ``CHATAPP_SYSTEM_PROMPT``, ``CHATAPP_REDIS_URL``, ``CHATAPP_CORS_ORIGINS``,
+    ``CHATAPP_SYSTEM_PROMPT``, ``CHATAPP_MAX_HISTORY_MESSAGES``, ``CHATAPP_REDIS_URL``, ``CHATAPP_CORS_ORIGINS``,
     ``CHATAPP_RATE_LIMIT``, ``CHATAPP_HEARTBEAT_SECONDS``, ``CHATAPP_RETRY_MS``,
     ``CHATAPP_MAX_MESSAGE_CHARS``, ``CHATAPP_CACHE_TTL_SECONDS``,
     ``CHATAPP_DEMO_DELAY_MS``, ``CHATAPP_DEMO_REPLY_WORDS``,
@@ -98,11 +116,13 @@ class ChatApp:
         owner: OwnerCallable | None = None,
         provider: Provider | None = None,
         broker: Broker | None = None,
+        cache: ResponseCache | None = None,
         url_prefix: str | None = None,
     ) -> None:
         self._owner = owner
         self._provider = provider
         self._broker = broker
+        self._cache = cache
         self._url_prefix = url_prefix
         if app is not None:
             self.init_app(app)
@@ -125,7 +145,17 @@ class ChatApp:
 
         broker = self._broker or _make_broker(settings)
         provider = self._provider or _make_provider(settings)
-        runner = TurnRunner(broker, provider, model=settings.model, system_prompt=settings.system_prompt)
+        cache = None
+        if settings.cache_ttl_seconds > 0:
+            cache = self._cache if self._cache is not None else _make_cache(settings, broker)
+        runner = TurnRunner(
+            broker,
+            provider,
+            model=settings.model,
+            system_prompt=settings.system_prompt,
+            cache=cache,
+            cache_ttl_seconds=settings.cache_ttl_seconds,
+        )
         app.extensions["chatapp"] = ChatAppState(
             settings=settings,
             broker=broker,
@@ -133,6 +163,7 @@ class ChatApp:
             runner=runner,
             streams=StreamRegistry(),
             owner=self._owner or anonymous_owner,
+            cache=cache,
         )
         from .api import bp
 

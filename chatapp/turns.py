@@ -4,6 +4,10 @@ A turn is started by ``POST .../messages`` and runs in a greenlet under gevent o
 daemon thread elsewhere. It writes ``start``, ``token``..., optionally ``error``, and
 always ``end`` into the broker; stream readers only ever read the broker, so a reader
 that leaves does not stop the turn and any number of readers see the same events.
+
+With a response cache, an identical request (see :func:`~chatapp.cache.cache_key`)
+replays the stored reply as ``token`` events with ``"cached": true`` in ``start`` and
+never reaches the provider; only replies that ended with ``stop`` are stored.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .broker.base import Broker, TurnHandle
+from .cache import CachedReply, ResponseCache, cache_key
 from .errors import ProviderError
 from .providers.base import ChatRequest, Completion, Provider
 
@@ -44,11 +49,22 @@ def _json(value: dict[str, Any]) -> str:
 class TurnRunner:
     """Starts turns and carries each to its ``end``."""
 
-    def __init__(self, broker: Broker, provider: Provider, *, model: str, system_prompt: str) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        provider: Provider,
+        *,
+        model: str,
+        system_prompt: str,
+        cache: ResponseCache | None = None,
+        cache_ttl_seconds: float = 0,
+    ) -> None:
         self.broker = broker
         self.provider = provider
         self.model = model or provider.default_model
         self.system_prompt = system_prompt
+        self.cache = cache if cache_ttl_seconds > 0 else None
+        self.cache_ttl_seconds = cache_ttl_seconds
 
     def start(self, session_id: str, text: str) -> TurnHandle:
         """Store the user's message and generate the reply in the background."""
@@ -62,19 +78,29 @@ class TurnRunner:
         closing: list[tuple[str, str]] = []
         finish_reason, usage = "stop", None
         try:
-            self.broker.publish(turn, [("start", _json({"message_id": turn.message_id, "model": self.model, "cached": False}))])
-            request = ChatRequest(self.model, self.system_prompt, turn.history)
-            for item in self.provider.stream(request, turn.cancelled):
+            key = self._cache_key(turn)
+            cached = self._cache_get(key)
+            self.broker.publish(turn, [("start", _json({"message_id": turn.message_id, "model": self.model, "cached": cached is not None}))])
+            if cached is not None:
+                pieces = cached["pieces"]
+                finish_reason, usage = cached["finish_reason"], cached["usage"]
+                # A replay has nothing to wait for: every token goes out in one publish.
+                self.broker.publish(turn, [("token", _json({"text": piece})) for piece in pieces])
+            else:
+                request = ChatRequest(self.model, self.system_prompt, turn.history)
+                for item in self.provider.stream(request, turn.cancelled):
+                    if turn.cancelled.is_set():
+                        break
+                    if isinstance(item, Completion):
+                        finish_reason, usage = item.finish_reason, item.usage
+                        continue
+                    if item:
+                        pieces.append(item)
+                        self.broker.publish(turn, [("token", _json({"text": item}))])
                 if turn.cancelled.is_set():
-                    break
-                if isinstance(item, Completion):
-                    finish_reason, usage = item.finish_reason, item.usage
-                    continue
-                if item:
-                    pieces.append(item)
-                    self.broker.publish(turn, [("token", _json({"text": item}))])
-            if turn.cancelled.is_set():
-                finish_reason, usage = "cancelled", None
+                    finish_reason, usage = "cancelled", None
+                elif finish_reason == "stop" and pieces and key is not None:
+                    self._cache_put(key, {"pieces": pieces, "finish_reason": finish_reason, "usage": usage})
         except ProviderError as exc:
             log.warning("turn %s failed: %s", turn.message_id, exc, exc_info=exc.__cause__ is not None)
             finish_reason, usage = "error", None
@@ -89,3 +115,44 @@ class TurnRunner:
                 self.broker.finish_turn(turn, "".join(pieces), closing)
             except Exception:
                 log.exception("turn %s could not be finished", turn.message_id)
+
+    # -- the response cache -----------------------------------------------------------
+
+    def _cache_key(self, turn: TurnHandle) -> str | None:
+        if self.cache is None or not turn.history:
+            return None
+        return cache_key(self.model, self.system_prompt, turn.history[:-1], turn.history[-1].content)
+
+    def _cache_get(self, key: str | None) -> CachedReply | None:
+        if key is None or self.cache is None:
+            return None
+        try:
+            reply = self.cache.get(key)
+        except Exception:
+            # A cache that is down costs an upstream call, never the turn.
+            log.warning("response cache %s failed on get; answering without it", self.cache.name, exc_info=True)
+            return None
+        if reply is None:
+            return None
+        if not _is_cached_reply(reply):
+            log.warning("response cache %s held an unreadable entry; ignoring it", self.cache.name)
+            return None
+        return reply
+
+    def _cache_put(self, key: str, reply: CachedReply) -> None:
+        assert self.cache is not None
+        try:
+            self.cache.put(key, reply, self.cache_ttl_seconds)
+        except Exception:
+            log.warning("response cache %s failed on put; reply not stored", self.cache.name, exc_info=True)
+
+
+def _is_cached_reply(value: Any) -> bool:
+    """Whether a backend's value has the stored shape (an old or foreign entry may not)."""
+    return (
+        isinstance(value, dict)
+        and isinstance(value.get("pieces"), list)
+        and all(isinstance(piece, str) for piece in value["pieces"])
+        and value.get("finish_reason") == "stop"
+        and (value.get("usage") is None or isinstance(value.get("usage"), dict))
+    )

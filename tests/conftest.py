@@ -16,6 +16,7 @@ from chatapp import create_app
 from .browser import Tabs, chromium_path, launch
 from .redis_server import RedisServer
 from .servers import ChatServer
+from .upstream import Upstream
 
 #: Fast, short demo replies: most tests only need a few tokens quickly.
 FAST = {"CHATAPP_DEMO_DELAY_MS": "1", "CHATAPP_DEMO_REPLY_WORDS": "12"}
@@ -79,3 +80,11 @@ def new_tab(browser: Browser) -> Iterator[Tabs]:
     yield tabs
     # An uncaught exception in a page is a bug, whatever the test checked.
     assert tabs.close() == []
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[Upstream]:
+    """A real OpenAI-compatible streaming server on loopback, scripted per message."""
+    server = Upstream()
+    yield server
+    server.stop()

@@ -49,6 +49,8 @@ def test_config_wins_over_environment_and_empty_means_unset() -> None:
         ("CHATAPP_MAX_MESSAGE_CHARS", "0"),
         ("CHATAPP_DEMO_DELAY_MS", "-1"),
         ("CHATAPP_DEMO_REPLY_WORDS", "many"),
+        ("CHATAPP_MAX_HISTORY_MESSAGES", "0"),
+        ("CHATAPP_MAX_HISTORY_MESSAGES", "all"),
         ("CHATAPP_REDIS_URL", "localhost:6379"),
         ("OPENAI_BASE_URL", "ftp://example.com"),
         ("CHATAPP_CORS_ORIGINS", "example.com"),
@@ -114,3 +116,25 @@ def test_gunicorn_defaults_to_a_worker_per_core_with_redis(start_server, redis_s
 
     server = start_server({"CHATAPP_REDIS_URL": redis_server.url, "CHATAPP_SECRET_KEY": "k"})
     assert len(server.worker_pids()) == os.cpu_count()
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"CHATAPP_PROVIDER": "openai", "OPENAI_BASE_URL": "http://127.0.0.1:1/v1"}, "CHATAPP_MODEL"),
+        ({"CHATAPP_PROVIDER": "openai", "CHATAPP_MODEL": "gpt-4o-mini"}, "OPENAI_API_KEY"),
+    ],
+)
+def test_provider_settings_that_do_not_fit_together_stop_start_up(env: dict, named: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=named):
+        load_settings({}, env)
+    result = run_gunicorn(env, tmp_path=tmp_path)
+    assert result.returncode != 0
+    assert named in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_base_url_with_credentials_is_not_echoed() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({}, {"OPENAI_BASE_URL": "ftp://user:hunter2@host"})
+    assert "hunter2" not in str(caught.value)
+    assert "hunter2" not in repr(load_settings({}, {"OPENAI_BASE_URL": "https://user:hunter2@host/v1", "OPENAI_API_KEY": "k"}))

@@ -334,14 +334,14 @@ def test_a_dropped_connection_resumes_without_duplicates(scripted: ChatServer, n
                     .observe(indicator, {attributes: true});
             }"""
         )
-        send(page, "medium")
+        send(page, "resumable")
         page.wait_for_function("() => (document.querySelector('[data-role=assistant] .message-content').textContent.length > 12)")
         assert proxy.drop() >= 1
         page.wait_for_function("() => window.__sawReconnecting")
         wait_idle(page)
         expect(page.locator("#connection")).to_be_hidden()
         text = reply_text(page)
-        assert text == "".join(words("w", 60))
+        assert text == "".join(words("r", 120))
         assert history(page)["messages"][-1]["content"] == text
         # EventSource reconnected by itself, naming the last event it had.
         assert re.search(r"(?im)^last-event-id: \d+-\d+\r$", proxy.requests())

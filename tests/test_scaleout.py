@@ -189,3 +189,17 @@ def test_redis_down_is_503_and_service_comes_back(start_server: ServerFactory, t
                 assert stream.until_end()[-1].json()["finish_reason"] == "stop"
     finally:
         own.stop()
+
+
+def test_a_reply_cached_on_one_host_is_a_hit_on_the_other(pair: tuple[ChatServer, ChatServer]) -> None:
+    first, second = pair
+    starts = []
+    for server in (first, second):
+        with server.client() as client:
+            session_id = client.new_session()
+            client.send_message(session_id, "the same question on two hosts")
+            with client.open_stream(session_id) as stream:
+                events = stream.until_end()
+            starts.append((events[0].json()["cached"], reply_text(events)))
+    assert starts[0][0] is False and starts[1][0] is True
+    assert starts[0][1] == starts[1][1]
