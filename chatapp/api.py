@@ -14,18 +14,24 @@ from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, render_template, request, url_for
+from flask_limiter import RateLimitExceeded
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from .broker.base import SessionInfo, parse_event_id
 from .errors import (
     APIError,
+    ConflictError,
     InvalidRequestError,
     PayloadTooLargeError,
+    RateLimitedError,
     SessionNotFoundError,
     UnauthenticatedError,
     UnsupportedMediaError,
 )
-from .extension import ChatAppState, state
+from .extension import ChatAppState, current_owner, state
+from .openapi import openapi_document
+from .ratelimit import rate_limited_error
+from .sendguard import client_socket
 from .streaming import EventStream, event_stream_response
 
 __all__ = ["bp"]
@@ -60,10 +66,10 @@ _ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
 def _owner(app_state: ChatAppState) -> str:
-    owner = app_state.owner()
-    if owner is None or owner == "":
+    owner = current_owner()
+    if owner is None:
         raise UnauthenticatedError("Sign in to use the chat.")
-    return str(owner)
+    return owner
 
 
 def _owned_session(app_state: ChatAppState, session_id: str) -> tuple[str, SessionInfo]:
@@ -132,6 +138,14 @@ def healthz() -> tuple[Response, int]:
 def create_session() -> tuple[Response, int, dict[str, str]]:
     app_state = state()
     owner = _owner(app_state)
+    limit = app_state.settings.max_sessions_per_owner
+    # Checked before creating, so a burst of parallel creates may pass the bound by a
+    # few; the rate limit keeps bursts small.
+    if app_state.broker.count_sessions(owner) >= limit:
+        raise ConflictError(
+            f"You have {limit} chats already; delete one (or let an idle one expire) to start another.",
+            code="too_many_sessions",
+        )
     session_id = app_state.broker.create_session(owner)
     urls = _session_urls(session_id)
     location = url_for("chatapp.get_session", session_id=session_id)
@@ -175,7 +189,7 @@ def post_message(session_id: str) -> tuple[Response, int]:
     limit = app_state.settings.max_message_chars
     if len(message) > limit:
         raise PayloadTooLargeError(f'"message" is longer than {limit} characters.', code="message_too_long")
-    turn = app_state.runner.start(session_id, message)
+    turn = app_state.runner.start(session_id, message, max_messages=app_state.settings.max_session_messages)
     return jsonify(message_id=turn.message_id, stream_url=url_for("chatapp.stream", session_id=session_id)), 202
 
 
@@ -217,8 +231,22 @@ def stream(session_id: str) -> Response:
             retry_ms=settings.retry_ms,
             registry=app_state.streams,
             owner=owner,
+            max_streams=settings.max_streams_per_owner,
+            guard=app_state.send_guard,
+            sock=client_socket(request.environ),
         )
     )
+
+
+@bp.get("/api/openapi.json")
+def openapi() -> Response:
+    prefix = url_for("chatapp.create_session").rsplit("/api/", 1)[0]
+    return jsonify(openapi_document(prefix, max_message_chars=state().settings.max_message_chars))
+
+
+@bp.after_request
+def add_cors_headers(response: Response) -> Response:
+    return state().cors.apply(response)
 
 
 # -- errors -----------------------------------------------------------------------------
@@ -257,7 +285,13 @@ def api_fallback(rest: str) -> Response:
 
 @bp.errorhandler(APIError)
 def handle_api_error(exc: APIError) -> Response:
-    return _error(exc.status, exc.code, exc.message)
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimitedError) else None
+    return _error(exc.status, exc.code, exc.message, headers)
+
+
+@bp.errorhandler(RateLimitExceeded)
+def handle_rate_limited(exc: RateLimitExceeded) -> Response:
+    return handle_api_error(rate_limited_error(state().limiter, exc))
 
 
 @bp.errorhandler(HTTPException)

@@ -8,16 +8,19 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from flask import Flask, current_app, session
+from flask import Flask, current_app, g, session
+from flask_limiter import Limiter
 
 from .broker.base import Broker
 from .config import Settings, load_settings, option_names
+from .cors import CorsPolicy
 from .errors import ConfigError
 from .providers.base import Provider
+from .sendguard import SendGuard
 from .streaming import StreamRegistry
 from .turns import TurnRunner
 
-__all__ = ["ChatApp", "ChatAppState", "state", "anonymous_owner"]
+__all__ = ["ChatApp", "ChatAppState", "state", "anonymous_owner", "current_owner"]
 
 log = logging.getLogger("chatapp")
 
@@ -46,11 +49,22 @@ class ChatAppState:
     runner: TurnRunner
     streams: StreamRegistry
     owner: OwnerCallable
+    limiter: Limiter
+    cors: CorsPolicy
+    send_guard: SendGuard
 
 
 def state() -> ChatAppState:
     """The chatapp state of the current app."""
     return current_app.extensions["chatapp"]
+
+
+def current_owner() -> str | None:
+    """The owner of this request, or ``None``; asked of the owner callable once per request."""
+    if "_chatapp_owner" not in g:
+        owner = state().owner()
+        g._chatapp_owner = str(owner) if owner is not None and owner != "" else None
+    return g._chatapp_owner
 
 
 def _make_broker(settings: Settings) -> Broker:
@@ -124,6 +138,9 @@ class ChatApp:
         broker = self._broker or _make_broker(settings)
         provider = self._provider or _make_provider(settings)
         runner = TurnRunner(broker, provider, model=settings.model, system_prompt=settings.system_prompt)
+        from .api import bp
+        from .ratelimit import make_limiter
+
         app.extensions["chatapp"] = ChatAppState(
             settings=settings,
             broker=broker,
@@ -131,7 +148,8 @@ class ChatApp:
             runner=runner,
             streams=StreamRegistry(),
             owner=self._owner or anonymous_owner,
+            limiter=make_limiter(app, bp, settings, current_owner),
+            cors=CorsPolicy(settings.cors_origins),
+            send_guard=SendGuard(settings.send_timeout_seconds),
         )
-        from .api import bp
-
         app.register_blueprint(bp, url_prefix=settings.url_prefix or None)

@@ -9,13 +9,15 @@ the reader's slot is released, so a reader can never leak.
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Iterator
 
 from flask import Response
 
 from .broker.base import Broker, Event
-from .errors import SessionNotFoundError
+from .errors import RateLimitedError, SessionNotFoundError
+from .sendguard import SendGuard
 from .sse import PING, ServerSentEvent
 
 __all__ = ["EventStream", "StreamRegistry", "event_stream_response", "STREAM_HEADERS"]
@@ -35,9 +37,18 @@ class StreamRegistry:
         self._by_owner: dict[str, int] = {}
         self.total = 0
 
-    def acquire(self, owner: str) -> None:
+    def acquire(self, owner: str, limit: int | None = None, *, retry_after: int = 1) -> None:
+        """Take a slot for ``owner``; :class:`RateLimitedError` when ``limit`` are taken."""
         with self._lock:
-            self._by_owner[owner] = self._by_owner.get(owner, 0) + 1
+            held = self._by_owner.get(owner, 0)
+            # Checked and taken under one lock, so concurrent opens cannot overshoot.
+            if limit is not None and held >= limit:
+                raise RateLimitedError(
+                    f"You already have {held} open streams; close one first.",
+                    code="too_many_streams",
+                    retry_after=retry_after,
+                )
+            self._by_owner[owner] = held + 1
             self.total += 1
 
     def release(self, owner: str) -> None:
@@ -68,10 +79,16 @@ class EventStream:
         retry_ms: int,
         registry: StreamRegistry,
         owner: str,
+        max_streams: int | None = None,
+        guard: SendGuard | None = None,
+        sock: socket.socket | None = None,
     ) -> None:
         self._registry = registry
         self._owner = owner
-        registry.acquire(owner)
+        # Raises before anything else is held, so a refused stream leaks nothing.
+        registry.acquire(owner, max_streams, retry_after=max(1, -(-retry_ms // 1000)))
+        self._guard = guard if sock is not None else None
+        self._sock = sock
         self._closed = False
         self._frames = self._generate(broker, session_id, after, backlog, follow, heartbeat, retry_ms)
 
@@ -79,12 +96,21 @@ class EventStream:
         return self
 
     def __next__(self) -> bytes:
-        return next(self._frames)
+        # The server asks for the next chunk only once it has written the previous one,
+        # so the time between returning a chunk and this call is the write.
+        if self._guard is not None:
+            self._guard.written(id(self))
+        chunk = next(self._frames)
+        if self._guard is not None:
+            self._guard.writing(id(self), self._sock)
+        return chunk
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        if self._guard is not None:
+            self._guard.written(id(self))
         self._frames.close()
         self._registry.release(self._owner)
 

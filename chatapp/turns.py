@@ -50,9 +50,9 @@ class TurnRunner:
         self.model = model or provider.default_model
         self.system_prompt = system_prompt
 
-    def start(self, session_id: str, text: str) -> TurnHandle:
+    def start(self, session_id: str, text: str, *, max_messages: int | None = None) -> TurnHandle:
         """Store the user's message and generate the reply in the background."""
-        turn = self.broker.begin_turn(session_id, text)
+        turn = self.broker.begin_turn(session_id, text, max_messages=max_messages)
         spawn(self.run, turn)
         return turn
 

@@ -9,7 +9,9 @@ the same contract, checked by one test-suite run over all of them:
   every event after it that the broker still holds;
 - :meth:`Broker.read` blocks until an event arrives or the timeout passes, without
   polling, and returns an empty list on timeout;
-- one turn at a time per session: :meth:`Broker.begin_turn` is atomic.
+- one turn at a time per session: :meth:`Broker.begin_turn` is atomic, and so is its
+  check of the history bound;
+- a session untouched for the session TTL while no turn runs is gone, as if deleted.
 """
 
 from __future__ import annotations
@@ -93,6 +95,10 @@ class Broker(ABC):
         """Create an empty session for ``owner`` and return its new unguessable id."""
 
     @abstractmethod
+    def count_sessions(self, owner: str) -> int:
+        """How many live (not deleted, not expired) sessions ``owner`` has."""
+
+    @abstractmethod
     def get_session(self, session_id: str) -> SessionInfo | None:
         """The session, or ``None`` when it does not exist (or expired)."""
 
@@ -101,10 +107,12 @@ class Broker(ABC):
         """Forget the session, cancelling its turn and ending its readers."""
 
     @abstractmethod
-    def begin_turn(self, session_id: str, text: str) -> TurnHandle:
+    def begin_turn(self, session_id: str, text: str, *, max_messages: int | None = None) -> TurnHandle:
         """Store the user's message and open a new turn.
 
-        Raises :class:`~chatapp.errors.ConflictError` when a turn is already running and
+        Raises :class:`~chatapp.errors.ConflictError` when a turn is already running
+        (``generation_in_progress``) or when the history could not take this message
+        and its reply within ``max_messages`` (``history_full``; nothing is stored), and
         :class:`~chatapp.errors.SessionNotFoundError` when the session is gone.
         """
 
