@@ -90,7 +90,7 @@ def _json_body(app_state: ChatAppState) -> dict[str, Any]:
     limit = app_state.settings.max_message_chars * 12 + 4096
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLargeError(f"The request body is larger than {limit} bytes.")
-    raw = request.stream.read(limit + 1)
+    raw = _read_body(limit + 1)
     if len(raw) > limit:
         raise PayloadTooLargeError(f"The request body is larger than {limit} bytes.")
     try:
@@ -99,9 +99,25 @@ def _json_body(app_state: ChatAppState) -> dict[str, Any]:
         raise InvalidRequestError("The body is not valid UTF-8.", code="invalid_json") from None
     except ValueError:
         raise InvalidRequestError("The body is not valid JSON.", code="invalid_json") from None
+    except RecursionError:
+        # Valid JSON nested deeper than the parser's recursion limit: not a message.
+        raise InvalidRequestError("The body is nested too deeply.", code="invalid_json") from None
     if not isinstance(body, dict):
         raise InvalidRequestError("The body must be a JSON object.", code="invalid_json")
     return body
+
+
+def _read_body(size: int) -> bytes:
+    try:
+        return request.stream.read(size)
+    except HTTPException:
+        raise
+    except Exception as exc:
+        # Broken framing (a chunk size that is not hex, a connection cut mid-body) is
+        # raised by the WSGI server's own reader, each in its own exception type: all
+        # of it is the client's bytes, so all of it is a 400.
+        log.info("unreadable request body: %r", exc)
+        raise InvalidRequestError("The request body could not be read.", code="invalid_body") from None
 
 
 def _session_urls(session_id: str) -> dict[str, str]:

@@ -28,12 +28,14 @@ from ..sse import ServerSentEvent
 
 __all__ = ["Broker", "Event", "Message", "SessionInfo", "TurnHandle", "parse_event_id"]
 
-_EVENT_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
+# ASCII digits only (\d would take any script's digits) and nothing after them (not even
+# the newline that $ allows).
+_EVENT_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
 
 
 def parse_event_id(value: str) -> tuple[int, int]:
     """The sortable form of an event id; ``ValueError`` if it is not one of ours."""
-    match = _EVENT_ID.match(value)
+    match = _EVENT_ID.fullmatch(value)
     if match is None:
         raise ValueError(f"not an event id: {value[:40]!r}")
     return int(match.group(1)), int(match.group(2))
