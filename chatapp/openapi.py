@@ -20,7 +20,7 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 
 _ERRORS = {
-    "400": "invalid request: bad JSON, a bad field, or a bad Last-Event-ID",
+    "400": "invalid request: a bad or unreadable body, a bad field, or a bad Last-Event-ID",
     "401": "the host's owner callable found nobody signed in",
     "404": "no such session (also another owner's session)",
     "409": "a reply is being generated, the chat is full, or the owner has too many chats",
