@@ -8,7 +8,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from flask import Flask, current_app, g, session
+from flask import Flask, current_app, request, session
 from flask_limiter import Limiter
 
 from .broker.base import Broker
@@ -27,6 +27,7 @@ log = logging.getLogger("chatapp")
 OwnerCallable = Callable[[], "str | None"]
 
 _OWNER_KEY = "chatapp_owner"
+_OWNER_ENVIRON_KEY = "chatapp.owner"
 
 
 def anonymous_owner() -> str:
@@ -61,10 +62,13 @@ def state() -> ChatAppState:
 
 def current_owner() -> str | None:
     """The owner of this request, or ``None``; asked of the owner callable once per request."""
-    if "_chatapp_owner" not in g:
+    # Kept in the WSGI environ rather than ``g``: an app context (and its ``g``) can
+    # outlive one request, as in tests that push one around several.
+    environ = request.environ
+    if _OWNER_ENVIRON_KEY not in environ:
         owner = state().owner()
-        g._chatapp_owner = str(owner) if owner is not None and owner != "" else None
-    return g._chatapp_owner
+        environ[_OWNER_ENVIRON_KEY] = str(owner) if owner is not None and owner != "" else None
+    return environ[_OWNER_ENVIRON_KEY]
 
 
 def _make_broker(settings: Settings) -> Broker:

@@ -9,6 +9,7 @@ the reader's slot is released, so a reader can never leak.
 
 from __future__ import annotations
 
+import math
 import socket
 import threading
 from collections.abc import Iterable, Iterator
@@ -89,8 +90,9 @@ class EventStream:
     ) -> None:
         self._registry = registry
         self._owner = owner
-        # Raises before anything else is held, so a refused stream leaks nothing.
-        registry.acquire(owner, max_streams, retry_after=max(1, -(-retry_ms // 1000)))
+        # Raises before anything else is held, so a refused stream leaks nothing. A slot
+        # frees when a reader leaves, so the browser's reconnect delay is a fair wait.
+        registry.acquire(owner, max_streams, retry_after=math.ceil(retry_ms / 1000))
         self._guard = guard if sock is not None else None
         self._sock = sock
         self._closed = False

@@ -117,3 +117,24 @@ def test_real_server_sets_a_safe_owner_cookie(start_server: ServerFactory) -> No
     cookie = response.headers["set-cookie"]
     assert {"httponly", "samesite=lax"} <= flags(cookie)
     assert "secure" not in flags(cookie)
+
+
+def test_the_owner_is_asked_once_per_request_even_inside_one_app_context() -> None:
+    calls = []
+    current = {"user": "alice"}
+
+    def owner() -> str:
+        calls.append(current["user"])
+        return current["user"]
+
+    app = Flask("host")
+    app.config.update(TESTING=True)
+    ChatApp(app, owner=owner)
+    client = app.test_client()
+    with app.app_context():
+        session_id = new_session(client)
+        assert calls == ["alice"]
+        current["user"] = "bob"
+        # A second request in the same app context asks again: bob is not alice.
+        assert_error(client.get(f"/api/sessions/{session_id}"), 404, "session_not_found")
+    assert calls == ["alice", "bob"]

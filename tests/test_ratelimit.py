@@ -153,3 +153,4 @@ def test_rate_limit_through_a_real_server(start_server: ServerFactory) -> None:
         assert 1 <= int(refused.headers["retry-after"]) <= 60
         assert alice.history(session_id)["messages"] == []
         bob.new_session()
+
