@@ -45,3 +45,26 @@ def on_starting(server):
             "the owner cookie; without it each worker would make its own and forget the "
             "others' users. Set CHATAPP_SECRET_KEY to a long random string (the same on every host)."
         )
+
+
+def _write_json_error(sock, status_int, reason, mesg):
+    """gunicorn's own answer to a request it cannot parse, in chatapp's JSON error shape."""
+    import json
+    import re
+
+    from gunicorn.util import write_nonblock
+
+    code = re.sub(r"[^a-z0-9]+", "_", reason.lower()).strip("_") or "bad_request"
+    # ASCII-only JSON: the status line and body go out as latin-1, like gunicorn's own.
+    body = json.dumps({"error": {"code": code, "message": mesg or reason}}).encode("ascii")
+    head = f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    write_nonblock(sock, head.encode("latin-1") + body)
+
+
+def post_fork(server, worker):
+    """Malformed requests (a raw CR or LF or invalid UTF-8 in the request line, an
+    over-long URL, a bad Content-Length) never reach the app: gunicorn answers them
+    itself, by default with an HTML page. Every answer of this server is JSON instead."""
+    from gunicorn import util
+
+    util.write_error = _write_json_error

@@ -14,18 +14,24 @@ from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, render_template, request, url_for
+from flask_limiter import RateLimitExceeded
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from .broker.base import SessionInfo, parse_event_id
 from .errors import (
     APIError,
+    ConflictError,
     InvalidRequestError,
     PayloadTooLargeError,
+    RateLimitedError,
     SessionNotFoundError,
     UnauthenticatedError,
     UnsupportedMediaError,
 )
-from .extension import ChatAppState, state
+from .extension import ChatAppState, current_owner, state
+from .openapi import openapi_document
+from .ratelimit import rate_limited_error
+from .sendguard import client_socket
 from .streaming import EventStream, event_stream_response
 
 __all__ = ["bp"]
@@ -60,10 +66,10 @@ _ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
 def _owner(app_state: ChatAppState) -> str:
-    owner = app_state.owner()
-    if owner is None or owner == "":
+    owner = current_owner()
+    if owner is None:
         raise UnauthenticatedError("Sign in to use the chat.")
-    return str(owner)
+    return owner
 
 
 def _owned_session(app_state: ChatAppState, session_id: str) -> tuple[str, SessionInfo]:
@@ -84,7 +90,7 @@ def _json_body(app_state: ChatAppState) -> dict[str, Any]:
     limit = app_state.settings.max_message_chars * 12 + 4096
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLargeError(f"The request body is larger than {limit} bytes.")
-    raw = request.stream.read(limit + 1)
+    raw = _read_body(limit + 1)
     if len(raw) > limit:
         raise PayloadTooLargeError(f"The request body is larger than {limit} bytes.")
     try:
@@ -93,9 +99,25 @@ def _json_body(app_state: ChatAppState) -> dict[str, Any]:
         raise InvalidRequestError("The body is not valid UTF-8.", code="invalid_json") from None
     except ValueError:
         raise InvalidRequestError("The body is not valid JSON.", code="invalid_json") from None
+    except RecursionError:
+        # Valid JSON nested deeper than the parser's recursion limit: not a message.
+        raise InvalidRequestError("The body is nested too deeply.", code="invalid_json") from None
     if not isinstance(body, dict):
         raise InvalidRequestError("The body must be a JSON object.", code="invalid_json")
     return body
+
+
+def _read_body(size: int) -> bytes:
+    try:
+        return request.stream.read(size)
+    except HTTPException:
+        raise
+    except Exception as exc:
+        # Broken framing (a chunk size that is not hex, a connection cut mid-body) is
+        # raised by the WSGI server's own reader, each in its own exception type: all
+        # of it is the client's bytes, so all of it is a 400.
+        log.info("unreadable request body: %r", exc)
+        raise InvalidRequestError("The request body could not be read.", code="invalid_body") from None
 
 
 def _session_urls(session_id: str) -> dict[str, str]:
@@ -132,6 +154,14 @@ def healthz() -> tuple[Response, int]:
 def create_session() -> tuple[Response, int, dict[str, str]]:
     app_state = state()
     owner = _owner(app_state)
+    limit = app_state.settings.max_sessions_per_owner
+    # Checked before creating, so a burst of parallel creates may pass the bound by a
+    # few; the rate limit keeps bursts small.
+    if app_state.broker.count_sessions(owner) >= limit:
+        raise ConflictError(
+            f"You have {limit} chats already; delete one (or let an idle one expire) to start another.",
+            code="too_many_sessions",
+        )
     session_id = app_state.broker.create_session(owner)
     urls = _session_urls(session_id)
     location = url_for("chatapp.get_session", session_id=session_id)
@@ -175,7 +205,7 @@ def post_message(session_id: str) -> tuple[Response, int]:
     limit = app_state.settings.max_message_chars
     if len(message) > limit:
         raise PayloadTooLargeError(f'"message" is longer than {limit} characters.', code="message_too_long")
-    turn = app_state.runner.start(session_id, message)
+    turn = app_state.runner.start(session_id, message, max_messages=app_state.settings.max_session_messages)
     return jsonify(message_id=turn.message_id, stream_url=url_for("chatapp.stream", session_id=session_id)), 202
 
 
@@ -194,8 +224,9 @@ def stream(session_id: str) -> Response:
     after = request.headers.get("Last-Event-ID")
     if after is None:
         after = request.args.get("last_event_id")
-    after = after.strip() if after else None
-    if after:
+    # Only HTTP's own blanks are trimmed; an empty id means none, as for EventSource.
+    after = (after or "").strip(" \t") or None
+    if after is not None:
         try:
             parse_event_id(after)
         except ValueError:
@@ -217,8 +248,22 @@ def stream(session_id: str) -> Response:
             retry_ms=settings.retry_ms,
             registry=app_state.streams,
             owner=owner,
+            max_streams=settings.max_streams_per_owner,
+            guard=app_state.send_guard,
+            sock=client_socket(request.environ),
         )
     )
+
+
+@bp.get("/api/openapi.json")
+def openapi() -> Response:
+    prefix = url_for("chatapp.create_session").rsplit("/api/", 1)[0]
+    return jsonify(openapi_document(prefix, max_message_chars=state().settings.max_message_chars))
+
+
+@bp.after_request
+def add_cors_headers(response: Response) -> Response:
+    return state().cors.apply(response)
 
 
 # -- errors -----------------------------------------------------------------------------
@@ -257,7 +302,13 @@ def api_fallback(rest: str) -> Response:
 
 @bp.errorhandler(APIError)
 def handle_api_error(exc: APIError) -> Response:
-    return _error(exc.status, exc.code, exc.message)
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimitedError) else None
+    return _error(exc.status, exc.code, exc.message, headers)
+
+
+@bp.errorhandler(RateLimitExceeded)
+def handle_rate_limited(exc: RateLimitExceeded) -> Response:
+    return handle_api_error(rate_limited_error(state().limiter, exc))
 
 
 @bp.errorhandler(HTTPException)

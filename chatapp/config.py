@@ -83,6 +83,15 @@ def _origins(raw: Any) -> tuple[str, ...]:
     return origins
 
 
+def _rate_limit(raw: Any) -> str:
+    # Parsed by the same library that enforces it, so start-up refuses what it would.
+    from limits import parse_many
+
+    value = str(raw).strip()
+    parse_many(value)
+    return value
+
+
 def _url_prefix(raw: Any) -> str:
     value = str(raw).strip().rstrip("/")
     if value and (not value.startswith("/") or "//" in value or not re.fullmatch(r"[\w\-./~]+", value)):
@@ -110,7 +119,7 @@ class Settings:
     max_history_messages: int = _option("CHATAPP_MAX_HISTORY_MESSAGES", _integer(1), 40, "latest history messages sent upstream, the new message included")
     redis_url: str | None = _option("CHATAPP_REDIS_URL", _url("redis", "rediss", "unix"), None, "Redis for scale-out; unset means the memory broker", secret=True)
     cors_origins: tuple[str, ...] = _option("CHATAPP_CORS_ORIGINS", _origins, (), "comma-separated origins allowed to call the API")
-    rate_limit: str = _option("CHATAPP_RATE_LIMIT", _text, "30/minute", "per-owner limit on creating sessions and posting messages")
+    rate_limit: str = _option("CHATAPP_RATE_LIMIT", _rate_limit, "30/minute", "per-owner limit on creating sessions and posting messages together, such as 30/minute or '10/second; 100/hour'")
     heartbeat_seconds: float = _option("CHATAPP_HEARTBEAT_SECONDS", _number(positive=True), 15.0, "a `: ping` comment after this much silence")
     retry_ms: int = _option("CHATAPP_RETRY_MS", _integer(0), 3000, "reconnect delay sent to EventSource in the first frame")
     max_message_chars: int = _option("CHATAPP_MAX_MESSAGE_CHARS", _integer(1), 32_000, "longest accepted message")
@@ -118,8 +127,13 @@ class Settings:
     demo_delay_ms: float = _option("CHATAPP_DEMO_DELAY_MS", _number(positive=False), 40.0, "demo provider: pause between words")
     demo_reply_words: int = _option("CHATAPP_DEMO_REPLY_WORDS", _integer(1), 60, "demo provider: words per reply")
     session_ttl_seconds: int = _option("CHATAPP_SESSION_TTL_SECONDS", _integer(1), 86_400, "idle sessions are forgotten after this")
+    max_sessions_per_owner: int = _option("CHATAPP_MAX_SESSIONS_PER_OWNER", _integer(1), 100, "sessions one owner may keep at once")
+    max_session_messages: int = _option("CHATAPP_MAX_SESSION_MESSAGES", _integer(2), 200, "messages (user and assistant) one session may hold")
     upstream_timeout_seconds: float = _option("CHATAPP_UPSTREAM_TIMEOUT_SECONDS", _number(positive=True), 60.0, "longest upstream silence before upstream_timeout")
-    max_streams_per_owner: int = _option("CHATAPP_MAX_STREAMS_PER_OWNER", _integer(1), 16, "open streams one owner may hold")
+    max_streams_per_owner: int = _option("CHATAPP_MAX_STREAMS_PER_OWNER", _integer(1), 16, "open streams one owner may hold in one process")
+    send_timeout_seconds: float = _option("CHATAPP_SEND_TIMEOUT_SECONDS", _number(positive=True), 60.0, "a write to a client that stopped reading is abandoned after this")
+    trusted_proxies: int = _option("CHATAPP_TRUSTED_PROXIES", _integer(0), 0, "standalone app: proxies in front whose X-Forwarded-* headers are believed")
+    cookie_samesite: str = _option("CHATAPP_COOKIE_SAMESITE", _choice("lax", "strict", "none"), "lax", "standalone app: SameSite of the owner cookie; none also makes it Secure")
     secret_key: str | None = _option("CHATAPP_SECRET_KEY", _text, None, "signs the owner cookie; share it across workers and hosts", secret=True)
     url_prefix: str = _option("CHATAPP_URL_PREFIX", _url_prefix, "", "mount point of the page and API, such as /assistant")
 

@@ -8,9 +8,10 @@
     │   ├── InvalidRequestError     400 invalid_request
     │   ├── UnauthenticatedError    401 unauthenticated
     │   ├── SessionNotFoundError    404 session_not_found (also another owner's session)
-    │   ├── ConflictError           409 generation_in_progress
+    │   ├── ConflictError           409 generation_in_progress / history_full / too_many_sessions
     │   ├── PayloadTooLargeError    413 payload_too_large / message_too_long
     │   ├── UnsupportedMediaError   415 unsupported_media_type
+    │   ├── RateLimitedError        429 rate_limited / too_many_streams, with Retry-After
     │   └── ServiceUnavailableError 503 broker_unavailable
     └── ProviderError               a reply could not be generated; becomes an ``error`` event
         ├── UpstreamAuthError       upstream_auth: key missing, wrong or not allowed
@@ -82,8 +83,8 @@ class ConflictError(APIError):
     status = 409
     code = "generation_in_progress"
 
-    def __init__(self, message: str = "A reply is already being generated in this session.") -> None:
-        super().__init__(message)
+    def __init__(self, message: str = "A reply is already being generated in this session.", *, code: str | None = None) -> None:
+        super().__init__(message, code=code)
 
 
 class PayloadTooLargeError(APIError):
@@ -94,6 +95,17 @@ class PayloadTooLargeError(APIError):
 class UnsupportedMediaError(APIError):
     status = 415
     code = "unsupported_media_type"
+
+
+class RateLimitedError(APIError):
+    """Too many requests or open streams; ``retry_after`` (seconds) becomes ``Retry-After``."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = max(1, retry_after)
 
 
 class ServiceUnavailableError(APIError):

@@ -8,23 +8,27 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from flask import Flask, current_app, session
+from flask import Flask, current_app, request, session
+from flask_limiter import Limiter
 
 from .broker.base import Broker
 from .cache import ResponseCache
 from .config import Settings, load_settings, option_names
+from .cors import CorsPolicy
 from .errors import ConfigError
 from .providers.base import Provider
+from .sendguard import SendGuard
 from .streaming import StreamRegistry
 from .turns import TurnRunner
 
-__all__ = ["ChatApp", "ChatAppState", "state", "anonymous_owner"]
+__all__ = ["ChatApp", "ChatAppState", "state", "anonymous_owner", "current_owner"]
 
 log = logging.getLogger("chatapp")
 
 OwnerCallable = Callable[[], "str | None"]
 
 _OWNER_KEY = "chatapp_owner"
+_OWNER_ENVIRON_KEY = "chatapp.owner"
 
 
 def anonymous_owner() -> str:
@@ -47,6 +51,9 @@ class ChatAppState:
     runner: TurnRunner
     streams: StreamRegistry
     owner: OwnerCallable
+    limiter: Limiter
+    cors: CorsPolicy
+    send_guard: SendGuard
     #: ``None`` when ``CHATAPP_CACHE_TTL_SECONDS`` is 0.
     cache: ResponseCache | None = None
 
@@ -54,6 +61,17 @@ class ChatAppState:
 def state() -> ChatAppState:
     """The chatapp state of the current app."""
     return current_app.extensions["chatapp"]
+
+
+def current_owner() -> str | None:
+    """The owner of this request, or ``None``; asked of the owner callable once per request."""
+    # Kept in the WSGI environ rather than ``g``: an app context (and its ``g``) can
+    # outlive one request, as in tests that push one around several.
+    environ = request.environ
+    if _OWNER_ENVIRON_KEY not in environ:
+        owner = state().owner()
+        environ[_OWNER_ENVIRON_KEY] = str(owner) if owner is not None and owner != "" else None
+    return environ[_OWNER_ENVIRON_KEY]
 
 
 def _make_broker(settings: Settings) -> Broker:
@@ -156,6 +174,9 @@ class ChatApp:
             cache=cache,
             cache_ttl_seconds=settings.cache_ttl_seconds,
         )
+        from .api import bp
+        from .ratelimit import make_limiter
+
         app.extensions["chatapp"] = ChatAppState(
             settings=settings,
             broker=broker,
@@ -163,8 +184,9 @@ class ChatApp:
             runner=runner,
             streams=StreamRegistry(),
             owner=self._owner or anonymous_owner,
+            limiter=make_limiter(app, bp, settings, current_owner),
+            cors=CorsPolicy(settings.cors_origins),
+            send_guard=SendGuard(settings.send_timeout_seconds),
             cache=cache,
         )
-        from .api import bp
-
         app.register_blueprint(bp, url_prefix=settings.url_prefix or None)

@@ -9,16 +9,23 @@ the reader's slot is released, so a reader can never leak.
 
 from __future__ import annotations
 
+import math
+import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from itertools import islice
 
 from flask import Response
 
 from .broker.base import Broker, Event
-from .errors import ServiceUnavailableError, SessionNotFoundError
+from .errors import RateLimitedError, ServiceUnavailableError, SessionNotFoundError
+from .sendguard import SendGuard
 from .sse import PING, ServerSentEvent
 
 __all__ = ["EventStream", "StreamRegistry", "event_stream_response", "STREAM_HEADERS"]
+
+#: The largest write a stream makes, give or take one event.
+BATCH_BYTES = 64 * 1024
 
 STREAM_HEADERS = {
     "Cache-Control": "no-cache",
@@ -35,9 +42,18 @@ class StreamRegistry:
         self._by_owner: dict[str, int] = {}
         self.total = 0
 
-    def acquire(self, owner: str) -> None:
+    def acquire(self, owner: str, limit: int | None = None, *, retry_after: int = 1) -> None:
+        """Take a slot for ``owner``; :class:`RateLimitedError` when ``limit`` are taken."""
         with self._lock:
-            self._by_owner[owner] = self._by_owner.get(owner, 0) + 1
+            held = self._by_owner.get(owner, 0)
+            # Checked and taken under one lock, so concurrent opens cannot overshoot.
+            if limit is not None and held >= limit:
+                raise RateLimitedError(
+                    f"You already have {held} open streams; close one first.",
+                    code="too_many_streams",
+                    retry_after=retry_after,
+                )
+            self._by_owner[owner] = held + 1
             self.total += 1
 
     def release(self, owner: str) -> None:
@@ -68,10 +84,17 @@ class EventStream:
         retry_ms: int,
         registry: StreamRegistry,
         owner: str,
+        max_streams: int | None = None,
+        guard: SendGuard | None = None,
+        sock: socket.socket | None = None,
     ) -> None:
         self._registry = registry
         self._owner = owner
-        registry.acquire(owner)
+        # Raises before anything else is held, so a refused stream leaks nothing. A slot
+        # frees when a reader leaves, so the browser's reconnect delay is a fair wait.
+        registry.acquire(owner, max_streams, retry_after=math.ceil(retry_ms / 1000))
+        self._guard = guard if sock is not None else None
+        self._sock = sock
         self._closed = False
         self._frames = self._generate(broker, session_id, after, backlog, follow, heartbeat, retry_ms)
 
@@ -79,12 +102,21 @@ class EventStream:
         return self
 
     def __next__(self) -> bytes:
-        return next(self._frames)
+        # The server asks for the next chunk only once it has written the previous one,
+        # so the time between returning a chunk and this call is the write.
+        if self._guard is not None:
+            self._guard.written(id(self))
+        chunk = next(self._frames)
+        if self._guard is not None:
+            self._guard.writing(id(self), self._sock)
+        return chunk
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        if self._guard is not None:
+            self._guard.written(id(self))
         self._frames.close()
         self._registry.release(self._owner)
 
@@ -108,11 +140,11 @@ class EventStream:
                 if events:
                     end = None if follow else _index_of_end(events)
                     if end is not None:
-                        yield pending + b"".join(e.frame for e in events[: end + 1])
+                        yield from _batches(pending, islice(events, end + 1))
                         return
                     after = events[-1].id
-                    # Everything already waiting goes out in one write.
-                    yield pending + b"".join(e.frame for e in events)
+                    # What is already waiting goes out in as few writes as the batch size allows.
+                    yield from _batches(pending, events)
                     pending = b""
                 elif pending:
                     yield pending
@@ -127,6 +159,24 @@ class EventStream:
                     return
         finally:
             reader.close()
+
+
+def _batches(pending: bytes, events: Iterable[Event]) -> Iterator[bytes]:
+    """The frames of ``events`` after ``pending``, joined into writes of about BATCH_BYTES.
+
+    Joining saves a write per event for a reader catching up; capping the size keeps a
+    reader who is owed a long reply but does not read from pinning a copy of all of it.
+    """
+    batch = [pending] if pending else []
+    size = len(pending)
+    for event in events:
+        batch.append(event.frame)
+        size += len(event.frame)
+        if size >= BATCH_BYTES:
+            yield b"".join(batch)
+            batch, size = [], 0
+    if batch:
+        yield b"".join(batch)
 
 
 def _index_of_end(events: list[Event]) -> int | None:

@@ -66,9 +66,9 @@ class TurnRunner:
         self.cache = cache if cache_ttl_seconds > 0 else None
         self.cache_ttl_seconds = cache_ttl_seconds
 
-    def start(self, session_id: str, text: str) -> TurnHandle:
+    def start(self, session_id: str, text: str, *, max_messages: int | None = None) -> TurnHandle:
         """Store the user's message and generate the reply in the background."""
-        turn = self.broker.begin_turn(session_id, text)
+        turn = self.broker.begin_turn(session_id, text, max_messages=max_messages)
         spawn(self.run, turn)
         return turn
 

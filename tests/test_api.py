@@ -113,6 +113,16 @@ def test_owner_callable_decides_and_none_is_401() -> None:
         ({}, 415, "unsupported_media_type"),
         ({"json": {"message": "x" * 1001}}, 413, "message_too_long"),
         ({"data": '{"message": "' + "x" * 20000 + '"}', "content_type": "application/json"}, 413, "payload_too_large"),
+        ({"data": '{"message": ' + "[" * 5000 + "]" * 5000 + "}", "content_type": "application/json"}, 400, "invalid_json"),
+        ({"data": "[" * 16000, "content_type": "application/json"}, 400, "invalid_json"),
+        ({"data": '{"message": "hi"', "content_type": "application/json"}, 400, "invalid_json"),
+        ({"data": '{"message": "hi"} {}', "content_type": "application/json"}, 400, "invalid_json"),
+        ({"data": "", "content_type": "application/json"}, 400, "invalid_json"),
+        ({"data": "\ufeff" + '{"message": "hi"}', "content_type": "application/json"}, 400, "invalid_json"),
+        ({"json": {"message": {"text": "hi"}}}, 400, "invalid_request"),
+        ({"json": {"message": True}}, 400, "invalid_request"),
+        ({"data": '{"message": "hi"}', "content_type": "application/jsonx"}, 415, "unsupported_media_type"),
+        ({"data": '{"message": "hi"}', "content_type": "multipart/form-data; boundary=x"}, 415, "unsupported_media_type"),
     ],
 )
 def test_bad_message_bodies(kwargs: dict, status: int, code: str) -> None:
@@ -135,7 +145,21 @@ def test_message_at_the_limit_is_accepted() -> None:
 
 @pytest.mark.parametrize(
     "session_id",
-    ["nope", "x" * 300, "AAAAAAAAAAAAAAAAAAAAA%0D%0ASet-Cookie:x", "..%2F..%2Fetc", "%00", "AAAAAAAAAAAAAAAAAAAAAA"],
+    [
+        "nope",
+        "x" * 300,
+        "A" * 5000,
+        "AAAAAAAAAAAAAAAAAAAAA%0D%0ASet-Cookie:x",
+        "..%2F..%2Fetc",
+        "%00",
+        "AAAAAAAAAAAAAAAAAAAAAA",
+        "%FF%FE%FD",
+        "ü" * 22,
+        "AAAAAAAAAAAAAAAAAAAAA%0A",
+        "AAAAAAAAAAAAAAAAAAAAAAA",
+        "..",
+        "%2E%2E",
+    ],
 )
 def test_strange_session_ids_are_404_json(client: FlaskClient, session_id: str) -> None:
     for path in ("", "/stream", "/messages", "/cancel"):
@@ -145,11 +169,21 @@ def test_strange_session_ids_are_404_json(client: FlaskClient, session_id: str) 
         assert_error(response, 404, "not_found" if "%2F" in session_id else "session_not_found")
 
 
-@pytest.mark.parametrize("value", ["garbage", "1-", "-1", "1-2-3", "12345678901234567890123-0", "1.5-0"])
+@pytest.mark.parametrize(
+    "value",
+    ["garbage", "1-", "-1", "1-2-3", "12345678901234567890123-0", "1.5-0", "١-٠", "1-0\x00", "0x1-0", "+1-0", "1 -0", "9" * 5000,
+     "\xa0", "\u2003", "1-0\xa0"],
+)
 def test_strange_last_event_ids_are_400_json(client: FlaskClient, value: str) -> None:
     session_id = new_session(client)
     assert_error(client.get(f"/api/sessions/{session_id}/stream", headers={"Last-Event-ID": value}), 400, "invalid_last_event_id")
     assert_error(client.get(f"/api/sessions/{session_id}/stream", query_string={"last_event_id": value}), 400, "invalid_last_event_id")
+
+
+@pytest.mark.parametrize("value", ["", " ", "\t"])
+def test_a_blank_last_event_id_means_none(client: FlaskClient, value: str) -> None:
+    session_id = new_session(client)
+    assert client.get(f"/api/sessions/{session_id}/stream", query_string={"last_event_id": value}).status_code == 204
 
 
 def test_wrong_methods_and_unknown_paths_are_json(client: FlaskClient) -> None:

@@ -55,6 +55,15 @@ def test_config_wins_over_environment_and_empty_means_unset() -> None:
         ("OPENAI_BASE_URL", "ftp://example.com"),
         ("CHATAPP_CORS_ORIGINS", "example.com"),
         ("CHATAPP_URL_PREFIX", "assistant"),
+        ("CHATAPP_RATE_LIMIT", "lots"),
+        ("CHATAPP_RATE_LIMIT", "30 per fortnight"),
+        ("CHATAPP_MAX_SESSIONS_PER_OWNER", "0"),
+        ("CHATAPP_MAX_SESSION_MESSAGES", "1"),
+        ("CHATAPP_MAX_STREAMS_PER_OWNER", "0"),
+        ("CHATAPP_SEND_TIMEOUT_SECONDS", "0"),
+        ("CHATAPP_SEND_TIMEOUT_SECONDS", "forever"),
+        ("CHATAPP_TRUSTED_PROXIES", "-1"),
+        ("CHATAPP_COOKIE_SAMESITE", "sometimes"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str) -> None:
@@ -69,6 +78,13 @@ def test_secrets_are_not_echoed() -> None:
         load_settings({}, {"CHATAPP_REDIS_URL": "http://user:hunter2@host"})
     assert "hunter2" not in str(caught.value)
     assert "hunter2" not in repr(load_settings({}, {"OPENAI_API_KEY": "hunter2"}))
+
+
+def test_protection_defaults() -> None:
+    settings = load_settings({}, {})
+    assert (settings.rate_limit, settings.max_streams_per_owner, settings.max_sessions_per_owner) == ("30/minute", 16, 100)
+    assert (settings.max_session_messages, settings.send_timeout_seconds, settings.trusted_proxies) == (200, 60.0, 0)
+    assert (settings.cors_origins, settings.cookie_samesite) == ((), "lax")
 
 
 def test_cors_origins_and_prefix_are_normalised() -> None:
@@ -98,10 +114,11 @@ def test_gunicorn_refuses_several_workers_on_the_memory_broker(env: dict, args: 
     assert "CHATAPP_REDIS_URL" in result.stderr
 
 
-def test_gunicorn_refuses_a_bad_value_naming_it(tmp_path: Path) -> None:
-    result = run_gunicorn({"CHATAPP_HEARTBEAT_SECONDS": "often"}, tmp_path=tmp_path)
+@pytest.mark.parametrize(("name", "value"), [("CHATAPP_HEARTBEAT_SECONDS", "often"), ("CHATAPP_RATE_LIMIT", "lots")])
+def test_gunicorn_refuses_a_bad_value_naming_it(name: str, value: str, tmp_path: Path) -> None:
+    result = run_gunicorn({name: value}, tmp_path=tmp_path)
     assert result.returncode != 0
-    assert "CHATAPP_HEARTBEAT_SECONDS" in result.stderr
+    assert name in result.stderr
     assert "Traceback" not in result.stderr
 
 

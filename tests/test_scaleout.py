@@ -203,3 +203,20 @@ def test_a_reply_cached_on_one_host_is_a_hit_on_the_other(pair: tuple[ChatServer
             starts.append((events[0].json()["cached"], reply_text(events)))
     assert starts[0][0] is False and starts[1][0] is True
     assert starts[0][1] == starts[1][1]
+
+
+def test_a_rate_limit_holds_across_servers_together(start_server: ServerFactory, redis_server: RedisServer) -> None:
+    env = redis_env(redis_server.url, CHATAPP_RATE_LIMIT="5/minute")
+    first, second = start_server(env), start_server(env)
+    with first.client() as on_first, client_for(second, on_first) as on_second:
+        clients = [on_first, on_second]
+        statuses = [clients[n % 2].post("/api/sessions").status_code for n in range(5)]
+        assert statuses == [201] * 5
+        for client in clients:
+            refused = client.post("/api/sessions")
+            assert refused.status_code == 429
+            assert refused.json()["error"]["code"] == "rate_limited"
+            assert 0 < int(refused.headers["Retry-After"]) <= 60
+    # Another owner has a budget of its own.
+    with second.client() as stranger:
+        assert stranger.post("/api/sessions").status_code == 201

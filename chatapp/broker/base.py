@@ -9,7 +9,9 @@ the same contract, checked by one test-suite run over all of them:
   every event after it that the broker still holds;
 - :meth:`Broker.read` blocks until an event arrives or the timeout passes, without
   polling, and returns an empty list on timeout;
-- one turn at a time per session: :meth:`Broker.begin_turn` is atomic.
+- one turn at a time per session: :meth:`Broker.begin_turn` is atomic, and so is its
+  check of the history bound;
+- a session untouched for the session TTL while no turn runs is gone, as if deleted.
 """
 
 from __future__ import annotations
@@ -26,12 +28,17 @@ from ..sse import ServerSentEvent
 
 __all__ = ["Broker", "Event", "Message", "Reader", "SessionInfo", "TurnHandle", "parse_event_id"]
 
-_EVENT_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
+# ASCII digits only (\d would take any script's digits) and nothing after them (not even
+# the newline that $ allows).
+#: The message of a ``history_full`` refusal, formatted with the bound.
+HISTORY_FULL = "This chat has reached its limit of {} messages; start a new chat to go on."
+
+_EVENT_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
 
 
 def parse_event_id(value: str) -> tuple[int, int]:
     """The sortable form of an event id; ``ValueError`` if it is not one of ours."""
-    match = _EVENT_ID.match(value)
+    match = _EVENT_ID.fullmatch(value)
     if match is None:
         raise ValueError(f"not an event id: {value[:40]!r}")
     return int(match.group(1)), int(match.group(2))
@@ -111,6 +118,10 @@ class Broker(ABC):
         """Create an empty session for ``owner`` and return its new unguessable id."""
 
     @abstractmethod
+    def count_sessions(self, owner: str) -> int:
+        """How many live (not deleted, not expired) sessions ``owner`` has."""
+
+    @abstractmethod
     def get_session(self, session_id: str) -> SessionInfo | None:
         """The session, or ``None`` when it does not exist (or expired)."""
 
@@ -119,10 +130,12 @@ class Broker(ABC):
         """Forget the session, cancelling its turn and ending its readers."""
 
     @abstractmethod
-    def begin_turn(self, session_id: str, text: str) -> TurnHandle:
+    def begin_turn(self, session_id: str, text: str, *, max_messages: int | None = None) -> TurnHandle:
         """Store the user's message and open a new turn.
 
-        Raises :class:`~chatapp.errors.ConflictError` when a turn is already running and
+        Raises :class:`~chatapp.errors.ConflictError` when a turn is already running
+        (``generation_in_progress``) or when the history could not take this message
+        and its reply within ``max_messages`` (``history_full``; nothing is stored), and
         :class:`~chatapp.errors.SessionNotFoundError` when the session is gone.
         """
 

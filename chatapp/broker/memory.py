@@ -15,7 +15,7 @@ from bisect import bisect_right
 from collections.abc import Sequence
 
 from ..errors import ConflictError, SessionNotFoundError
-from .base import Broker, Event, Message, SessionInfo, TurnHandle, parse_event_id
+from .base import HISTORY_FULL, Broker, Event, Message, SessionInfo, TurnHandle, parse_event_id
 
 __all__ = ["MemoryBroker"]
 
@@ -60,6 +60,8 @@ class MemoryBroker(Broker):
 
     def __init__(self, *, session_ttl_seconds: float = 86_400) -> None:
         self._sessions: dict[str, _Session] = {}
+        # Session ids by owner, so counting an owner's sessions does not scan them all.
+        self._by_owner: dict[str, set[str]] = {}
         self._lock = threading.Lock()
         self._ttl = session_ttl_seconds
         self._swept = time.monotonic()
@@ -71,11 +73,18 @@ class MemoryBroker(Broker):
         with self._lock:
             self._sweep()
             self._sessions[session_id] = _Session(owner)
+            self._by_owner.setdefault(owner, set()).add(session_id)
         return session_id
+
+    def count_sessions(self, owner: str) -> int:
+        with self._lock:
+            for session_id in list(self._by_owner.get(owner, ())):
+                self._live(session_id)
+            return len(self._by_owner.get(owner, ()))
 
     def get_session(self, session_id: str) -> SessionInfo | None:
         with self._lock:
-            session = self._sessions.get(session_id)
+            session = self._live(session_id)
             if session is None:
                 return None
             session.touched = time.monotonic()
@@ -83,33 +92,50 @@ class MemoryBroker(Broker):
 
     def delete_session(self, session_id: str) -> bool:
         with self._lock:
-            session = self._sessions.pop(session_id, None)
-            if session is None:
+            if self._live(session_id) is None:
                 return False
-            session.deleted = True
-            if session.turn is not None:
-                session.turn.cancelled.set()
-            session.wake_readers()
+            self._forget(session_id)
             return True
 
+    def _live(self, session_id: str) -> _Session | None:
+        """The session unless it is missing or expired; an expired one is forgotten now."""
+        session = self._sessions.get(session_id)
+        if session is not None and session.turn is None and time.monotonic() - session.touched > self._ttl:
+            self._forget(session_id)
+            return None
+        return session
+
+    def _forget(self, session_id: str) -> None:
+        session = self._sessions.pop(session_id)
+        owned = self._by_owner.get(session.owner)
+        if owned is not None:
+            owned.discard(session_id)
+            if not owned:
+                del self._by_owner[session.owner]
+        session.deleted = True
+        if session.turn is not None:
+            session.turn.cancelled.set()
+        session.wake_readers()
+
     def _sweep(self) -> None:
+        # Expired sessions nobody asks for again are found here, at most once a minute.
         now = time.monotonic()
-        if now - self._swept < _SWEEP_EVERY_SECONDS:
+        if now - self._swept < min(_SWEEP_EVERY_SECONDS, self._ttl):
             return
         self._swept = now
-        for session_id, session in list(self._sessions.items()):
-            if session.turn is None and now - session.touched > self._ttl:
-                del self._sessions[session_id]
-                session.deleted = True
-                session.wake_readers()
+        for session_id in list(self._sessions):
+            self._live(session_id)
 
     # -- turns ------------------------------------------------------------------------
 
-    def begin_turn(self, session_id: str, text: str) -> TurnHandle:
+    def begin_turn(self, session_id: str, text: str, *, max_messages: int | None = None) -> TurnHandle:
         with self._lock:
             session = self._require(session_id)
             if session.turn is not None:
                 raise ConflictError()
+            # The message and its reply must both fit.
+            if max_messages is not None and len(session.messages) + 2 > max_messages:
+                raise ConflictError(HISTORY_FULL.format(max_messages), code="history_full")
             session.messages.append(Message(_message_id(), "user", text))
             drop = session.turn_start
             del session.events[:drop], session.keys[:drop]
@@ -180,7 +206,7 @@ class MemoryBroker(Broker):
         return session.events[bisect_right(keys, after_key):]
 
     def _require(self, session_id: str) -> _Session:
-        session = self._sessions.get(session_id)
+        session = self._live(session_id)
         if session is None:
             raise SessionNotFoundError()
         return session

@@ -10,7 +10,8 @@ one slot and the design holds on Redis Cluster::
     chatapp:{sid}:events    stream  the previous and the current turn's events
     chatapp:{sid}:alive     string  set by the running producer, expires in seconds
     chatapp:{sid}:cancel    string  the reply id whose turn should stop
-    chatapp:owner:<owner>   zset    an owner's session ids (by creation time)
+    chatapp:owner:<owner>   zset    an owner's session ids (by creation time); ids
+                                    whose session expired leave it when counted
 
 All of a session's keys expire after ``CHATAPP_SESSION_TTL_SECONDS`` without activity.
 
@@ -43,7 +44,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from ..errors import ConflictError, ServiceUnavailableError, SessionNotFoundError
-from .base import Broker, Event, Message, Reader, SessionInfo, TurnHandle, parse_event_id
+from .base import HISTORY_FULL, Broker, Event, Message, Reader, SessionInfo, TurnHandle, parse_event_id
 
 try:
     import redis
@@ -78,6 +79,8 @@ _BEGIN = """
 local meta, messages, events = KEYS[1], KEYS[2], KEYS[3]
 if redis.call('EXISTS', meta) == 0 then return 'missing' end
 if redis.call('HGET', meta, 'turn') ~= '' then return 'conflict' end
+local limit = tonumber(ARGV[5])
+if limit > 0 and redis.call('LLEN', messages) + 2 > limit then return 'full' end
 local prev = redis.call('HGET', meta, 'after') or '0-0'
 local last = redis.call('XREVRANGE', events, '+', '-', 'COUNT', 1)
 local after = '0-0'
@@ -90,7 +93,7 @@ redis.call('RPUSH', messages, ARGV[1])
 redis.call('HSET', meta, 'turn', ARGV[2], 'prev', prev, 'after', after)
 redis.call('DEL', KEYS[5])
 redis.call('SET', KEYS[4], ARGV[2], 'PX', ARGV[4])
-for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[3]) end
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
 return after
 """
 
@@ -104,7 +107,7 @@ local fields = cjson.decode(ARGV[4])
 redis.call('XADD', events, ARGV[3], unpack(fields))
 redis.call('HSET', meta, 'turn', '')
 redis.call('DEL', KEYS[4], KEYS[5])
-for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[5]) end
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[5]) end
 redis.call('PUBLISH', KEYS[6], 'e')
 return 1
 """
@@ -148,6 +151,10 @@ def _keys(session_id: str) -> dict[str, str]:
         "cancel": f"{tag}:cancel",
         "notify": f"{tag}:notify",
     }
+
+
+def _owner_key(owner: str) -> str:
+    return f"chatapp:owner:{owner}"
 
 
 def _session_of(channel: str) -> str | None:
@@ -263,10 +270,11 @@ class _Waiters:
 class _Producer:
     """Batches one turn's events: what arrives while a write is in flight goes next."""
 
-    def __init__(self, broker: RedisBroker, turn: TurnHandle, after: str) -> None:
+    def __init__(self, broker: RedisBroker, turn: TurnHandle, after: str, owner: str) -> None:
         self.broker = broker
         self.turn = turn
         self.keys = _keys(turn.session_id)
+        self.owner_key = _owner_key(owner)
         self.last = parse_event_id(after)
         self.pending: list[tuple[str, str]] = []
         self.lock = threading.Lock()
@@ -302,7 +310,8 @@ class _Producer:
 
     def _run(self) -> None:
         client = self.broker.client
-        refresh_every = LIVENESS_SECONDS / 3
+        # Often enough for the liveness key and for the session's own expiry.
+        refresh_every = min(LIVENESS_SECONDS, self.broker._ttl / 1000) / 3
         refreshed = 0.0
         while True:
             self.wanted.wait(refresh_every)
@@ -324,6 +333,9 @@ class _Producer:
                         # The keeper's beat: prove this producer lives; learn of a cancel
                         # made on a host whose notification did not reach us.
                         pipe.set(self.keys["alive"], self.turn.message_id, px=int(LIVENESS_SECONDS * 1000))
+                        # A running turn keeps its session from expiring.
+                        for key in (self.keys["meta"], self.keys["messages"], self.keys["events"], self.owner_key):
+                            pipe.pexpire(key, self.broker._ttl)
                         pipe.get(self.keys["cancel"])
                         refreshed = now
                     results = pipe.execute()
@@ -384,7 +396,9 @@ class RedisBroker(Broker):
                 health_check_interval=30,
             )
         )
-        self._ttl = int(session_ttl_seconds)
+        # Milliseconds, for PEXPIRE: a session untouched this long (and with no turn
+        # running, whose producer keeps it alive) is gone.
+        self._ttl = int(session_ttl_seconds * 1000)
         self._waiters = _Waiters(self.client)
         self._producers: dict[str, _Producer] = {}
         self._begin = self.client.register_script(_BEGIN)
@@ -409,11 +423,10 @@ class RedisBroker(Broker):
         def create() -> None:
             pipe = self.client.pipeline(transaction=True)
             pipe.hset(keys["meta"], mapping={"owner": owner, "turn": "", "after": "0-0", "prev": "0-0", "created": now})
-            pipe.expire(keys["meta"], self._ttl)
-            index = f"chatapp:owner:{owner}"
+            pipe.pexpire(keys["meta"], self._ttl)
+            index = _owner_key(owner)
             pipe.zadd(index, {session_id: now})
-            pipe.zremrangebyscore(index, "-inf", now - self._ttl)
-            pipe.expire(index, self._ttl)
+            pipe.pexpire(index, self._ttl)
             pipe.execute()
 
         self._call(create)
@@ -427,12 +440,14 @@ class RedisBroker(Broker):
             pipe.hmget(keys["meta"], "owner", "turn")
             pipe.lrange(keys["messages"], 0, -1)
             for name in ("meta", "messages", "events"):
-                pipe.expire(keys[name], self._ttl)
+                pipe.pexpire(keys[name], self._ttl)
             return pipe.execute()
 
         (owner, turn), raw_messages, *_ = self._call(fetch)
         if owner is None:
             return None
+        # The owner's index lives as long as the owner's newest-used session.
+        self._call(lambda: self.client.pexpire(_owner_key(owner.decode()), self._ttl))
         messages = tuple(Message(**json.loads(m)) for m in raw_messages)
         return SessionInfo(session_id, owner.decode(), messages, bool(turn))
 
@@ -445,27 +460,40 @@ class RedisBroker(Broker):
             pipe.publish(keys["notify"], "c")
             pipe.delete(keys["meta"], keys["messages"], keys["events"], keys["alive"], keys["cancel"])
             if owner is not None:
-                pipe.zrem(f"chatapp:owner:{owner.decode()}", session_id)
+                pipe.zrem(_owner_key(owner.decode()), session_id)
             pipe.publish(keys["notify"], "e")
             return bool(pipe.execute()[1])
 
         return self._call(delete)
 
     def count_sessions(self, owner: str) -> int:
-        """Sessions ``owner`` created within the session lifetime."""
-        index = f"chatapp:owner:{owner}"
-        return self._call(lambda: self.client.zcount(index, time.time() - self._ttl, "+inf"))
+        """The owner's sessions that still exist; expired ones leave the index here."""
+        index = _owner_key(owner)
+
+        def count() -> int:
+            members = self.client.zrange(index, 0, -1)
+            if not members:
+                return 0
+            pipe = self.client.pipeline(transaction=False)
+            for member in members:
+                pipe.exists(_keys(member.decode())["meta"])
+            gone = [m for m, exists in zip(members, pipe.execute()) if not exists]
+            if gone:
+                self.client.zrem(index, *gone)
+            return len(members) - len(gone)
+
+        return self._call(count)
 
     # -- turns ------------------------------------------------------------------------
 
-    def begin_turn(self, session_id: str, text: str) -> TurnHandle:
+    def begin_turn(self, session_id: str, text: str, *, max_messages: int | None = None) -> TurnHandle:
         keys = _keys(session_id)
         user = Message(_message_id(), "user", text)
         reply_id = _message_id()
         result = self._call(
             lambda: self._begin(
                 keys=[keys["meta"], keys["messages"], keys["events"], keys["alive"], keys["cancel"]],
-                args=[json.dumps(user.to_dict()), reply_id, self._ttl, int(LIVENESS_SECONDS * 1000)],
+                args=[json.dumps(user.to_dict()), reply_id, self._ttl, int(LIVENESS_SECONDS * 1000), max_messages or 0],
             )
         )
         result = result.decode()
@@ -473,12 +501,15 @@ class RedisBroker(Broker):
             raise SessionNotFoundError()
         if result == "conflict":
             raise ConflictError()
+        if result == "full":
+            raise ConflictError(HISTORY_FULL.format(max_messages), code="history_full")
         session = self.get_session(session_id)
-        history = session.messages if session else (user,)
-        turn = TurnHandle(session_id, reply_id, history)
+        if session is None:
+            raise SessionNotFoundError()
+        turn = TurnHandle(session_id, reply_id, session.messages)
         self._waiters.start()
         self._waiters.watch_turn(turn)
-        self._producers[reply_id] = _Producer(self, turn, result)
+        self._producers[reply_id] = _Producer(self, turn, result, session.owner)
         return turn
 
     def publish(self, turn: TurnHandle, events: Sequence[tuple[str, str]]) -> None:
@@ -512,7 +543,7 @@ class RedisBroker(Broker):
             if not turn:
                 return False
             pipe = self.client.pipeline(transaction=False)
-            pipe.set(keys["cancel"], turn, ex=self._ttl)
+            pipe.set(keys["cancel"], turn, px=self._ttl)
             pipe.publish(keys["notify"], "c")
             pipe.execute()
             return True

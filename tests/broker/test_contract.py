@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -22,6 +23,21 @@ def broker(request: pytest.FixtureRequest) -> Iterator[Broker]:
         backend: Broker = RedisBroker(server.url)
     else:
         backend = MemoryBroker()
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def ttl_broker(request: pytest.FixtureRequest) -> Iterator[Broker]:
+    """A backend whose sessions expire after one idle second."""
+    if request.param == "redis":
+        from chatapp.broker.redis import RedisBroker
+
+        server = request.getfixturevalue("redis_server")
+        server.client().flushall()
+        backend: Broker = RedisBroker(server.url, session_ttl_seconds=1)
+    else:
+        backend = MemoryBroker(session_ttl_seconds=1)
     yield backend
     backend.close()
 
@@ -187,3 +203,43 @@ def test_many_quick_publishes_keep_one_id_each(broker: Broker) -> None:
     # Resuming from any event id gives exactly what follows it.
     for cut in (0, 1, 57, 150, 299):
         assert [e.id for e in broker.read(session_id, events[cut].id, 0)] == [e.id for e in events[cut + 1 :]]
+
+
+def test_count_sessions_per_owner(broker: Broker) -> None:
+    assert broker.count_sessions("alice") == 0
+    ids = [broker.create_session("alice") for _ in range(3)]
+    broker.create_session("bob")
+    assert (broker.count_sessions("alice"), broker.count_sessions("bob")) == (3, 1)
+    broker.delete_session(ids[0])
+    assert broker.count_sessions("alice") == 2
+    assert broker.count_sessions("nobody") == 0
+
+
+def test_history_bound_refuses_a_turn_and_stores_nothing(broker: Broker) -> None:
+    session_id = broker.create_session("alice")
+    run_turn(broker, session_id, "one", ["a"])
+    run_turn(broker, session_id, "two", ["b"])
+    # Four messages stored; a fifth and its reply would make six.
+    with pytest.raises(ConflictError) as caught:
+        broker.begin_turn(session_id, "three", max_messages=5)
+    assert caught.value.code == "history_full"
+    info = broker.get_session(session_id)
+    assert [m.content for m in info.messages] == ["one", "a", "two", "b"]
+    assert info.generating is False
+    # Exactly at the bound is allowed.
+    turn = broker.begin_turn(session_id, "three", max_messages=6)
+    broker.finish_turn(turn, "c", [("end", "{}")])
+    assert len(broker.get_session(session_id).messages) == 6
+
+
+def test_idle_sessions_expire(ttl_broker: Broker) -> None:
+    idle = ttl_broker.create_session("alice")
+    busy = ttl_broker.create_session("alice")
+    turn = ttl_broker.begin_turn(busy, "a turn keeps its session alive")
+    time.sleep(1.5)
+    assert ttl_broker.get_session(idle) is None
+    assert ttl_broker.count_sessions("alice") == 1
+    with pytest.raises(SessionNotFoundError):
+        ttl_broker.read(idle, None, 0)
+    assert ttl_broker.get_session(busy) is not None
+    ttl_broker.finish_turn(turn, "done", [("end", "{}")])

@@ -1,0 +1,225 @@
+"""The OpenAPI 3.1 document of the JSON API, served at ``<prefix>/api/openapi.json``.
+
+Built per request from the mount prefix and the message bound in force, so the document
+always describes the API that serves it. The test suite fuzzes the API against it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["openapi_document"]
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_ERRORS = {
+    "400": "invalid request: a bad or unreadable body, a bad field, or a bad Last-Event-ID",
+    "401": "the host's owner callable found nobody signed in",
+    "404": "no such session (also another owner's session)",
+    "409": "a reply is being generated, the chat is full, or the owner has too many chats",
+    "413": "the message or the body is too large",
+    "415": "the body is not application/json",
+    "429": "rate limited or too many open streams; see Retry-After",
+}
+
+
+def _errors(*statuses: str) -> dict[str, Any]:
+    responses: dict[str, Any] = {}
+    for status in statuses:
+        response = _json(_ref("Error"), _ERRORS[status])
+        if status == "429":
+            response["headers"] = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "string"}}}
+        responses[status] = response
+    return responses
+
+
+def openapi_document(prefix: str, *, max_message_chars: int | None = None) -> dict[str, Any]:
+    """The document for an API mounted at ``prefix`` ("" for the root)."""
+    session_id = {
+        "name": "session_id",
+        "in": "path",
+        "required": True,
+        "description": "a session id as returned by POST /api/sessions (22 URL-safe characters)",
+        "schema": {"type": "string"},
+    }
+    message = {"type": "string", "minLength": 1, "description": "the user's message; not blank"}
+    if max_message_chars is not None:
+        message["maxLength"] = max_message_chars
+    api = prefix + "/api"
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "chatapp",
+            "version": "1",
+            "description": (
+                "Stream LLM chat replies over Server-Sent Events. Every session belongs to "
+                "an owner: by default an anonymous id in the signed session cookie, so keep "
+                "cookies between calls. Errors are always "
+                '{"error": {"code", "message"}}.'
+            ),
+        },
+        "paths": {
+            f"{api}/sessions": {
+                "post": {
+                    "operationId": "createSession",
+                    "summary": "create a chat session owned by the caller",
+                    "responses": {
+                        "201": {
+                            **_json(_ref("SessionCreated"), "created"),
+                            "headers": {"Location": {"description": "the session's URL", "schema": {"type": "string"}}},
+                        },
+                        **_errors("401", "409", "429"),
+                    },
+                }
+            },
+            f"{api}/sessions/{{session_id}}": {
+                "parameters": [session_id],
+                "get": {
+                    "operationId": "getSession",
+                    "summary": "the session's history",
+                    "responses": {"200": _json(_ref("History"), "the history"), **_errors("401", "404")},
+                },
+                "delete": {
+                    "operationId": "deleteSession",
+                    "summary": "forget the session",
+                    "responses": {"204": {"description": "deleted"}, **_errors("401", "404")},
+                },
+            },
+            f"{api}/sessions/{{session_id}}/messages": {
+                "parameters": [session_id],
+                "post": {
+                    "operationId": "postMessage",
+                    "summary": "post a message; the reply is generated in the background",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("NewMessage")}},
+                    },
+                    "responses": {
+                        "202": _json(_ref("MessagePosted"), "the reply is being generated"),
+                        **_errors("400", "401", "404", "409", "413", "415", "429"),
+                    },
+                },
+            },
+            f"{api}/sessions/{{session_id}}/stream": {
+                "parameters": [session_id],
+                "get": {
+                    "operationId": "streamEvents",
+                    "summary": "the EventSource stream of the latest turn",
+                    "parameters": [
+                        {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"}},
+                        {"name": "last_event_id", "in": "query", "required": False, "schema": {"type": "string"}},
+                        {
+                            "name": "follow",
+                            "in": "query",
+                            "required": False,
+                            "description": "1 keeps the stream open across turns",
+                            "schema": {"type": "string"},
+                        },
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "events: start, token..., error?, end",
+                            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                        },
+                        "204": {"description": "nothing newer and nothing coming"},
+                        **_errors("400", "401", "404", "429"),
+                    },
+                },
+            },
+            f"{api}/sessions/{{session_id}}/cancel": {
+                "parameters": [session_id],
+                "post": {
+                    "operationId": "cancelReply",
+                    "summary": "stop the reply being generated",
+                    "responses": {"202": _json(_ref("Cancelled"), "asked to stop"), **_errors("401", "404")},
+                },
+            },
+            f"{prefix}/healthz": {
+                "get": {
+                    "operationId": "health",
+                    "summary": "liveness and broker reachability",
+                    "responses": {"200": _json(_ref("Health"), "ok"), "503": _json(_ref("Health"), "broker down")},
+                }
+            },
+        },
+        "components": {
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {
+                        "error": {
+                            "type": "object",
+                            "required": ["code", "message"],
+                            "properties": {
+                                "code": {"type": "string", "pattern": "^[a-z0-9_]+$"},
+                                "message": {"type": "string", "minLength": 1},
+                            },
+                        }
+                    },
+                },
+                "SessionCreated": {
+                    "type": "object",
+                    "required": ["session_id", "stream_url", "messages_url"],
+                    "properties": {
+                        "session_id": {"type": "string"},
+                        "stream_url": {"type": "string"},
+                        "messages_url": {"type": "string"},
+                    },
+                },
+                "Message": {
+                    "type": "object",
+                    "required": ["id", "role", "content"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "role": {"enum": ["user", "assistant"]},
+                        "content": {"type": "string"},
+                    },
+                },
+                "History": {
+                    "type": "object",
+                    "required": ["session_id", "messages", "generating"],
+                    "properties": {
+                        "session_id": {"type": "string"},
+                        "messages": {"type": "array", "items": _ref("Message")},
+                        "generating": {"type": "boolean"},
+                    },
+                },
+                "NewMessage": {
+                    "type": "object",
+                    "required": ["message"],
+                    "properties": {"message": message},
+                },
+                "MessagePosted": {
+                    "type": "object",
+                    "required": ["message_id", "stream_url"],
+                    "properties": {"message_id": {"type": "string"}, "stream_url": {"type": "string"}},
+                },
+                "Cancelled": {
+                    "type": "object",
+                    "required": ["cancelled"],
+                    "properties": {"cancelled": {"type": "boolean"}},
+                },
+                "Health": {
+                    "type": "object",
+                    "required": ["status", "broker", "streams"],
+                    "properties": {
+                        "status": {"enum": ["ok", "unavailable"]},
+                        "broker": {
+                            "type": "object",
+                            "required": ["backend", "ok"],
+                            "properties": {"backend": {"type": "string"}, "ok": {"type": "boolean"}},
+                        },
+                        "streams": {"type": "integer", "minimum": 0},
+                    },
+                },
+            }
+        },
+    }
