@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, render_template, request, url_for
-from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge, default_exceptions
 
 from .broker.base import SessionInfo, parse_event_id
 from .errors import (
@@ -261,14 +261,25 @@ def handle_api_error(exc: APIError) -> Response:
 
 
 @bp.errorhandler(HTTPException)
-def handle_http_error(exc: HTTPException) -> Response | HTTPException:
+def handle_http_error(exc: HTTPException) -> Any:
     if not _is_api_request():
-        return exc
+        # The page and static files are the host's site: its own handler, if any.
+        handler = current_app._find_error_handler(exc, [])
+        return handler(exc) if handler is not None else exc
     code = re.sub(r"[^a-z0-9]+", "_", (exc.name or "error").lower()).strip("_")
     headers = {"Allow": ", ".join(exc.valid_methods)} if isinstance(exc, MethodNotAllowed) and exc.valid_methods else None
     if isinstance(exc, NotFound):
         code = "not_found"
+    elif isinstance(exc, RequestEntityTooLarge):
+        code = "payload_too_large"
     return _error(exc.code or 500, code, exc.description or exc.name, headers)
+
+
+# Flask prefers an app's handler for a status code (a host's ``errorhandler(404)``) over a
+# blueprint's handler for an exception class, which would turn our JSON errors into the
+# host's HTML pages. Handlers per code on the blueprint come first.
+for _status in default_exceptions:
+    bp.register_error_handler(_status, handle_http_error)
 
 
 @bp.errorhandler(Exception)

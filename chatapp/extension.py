@@ -119,7 +119,9 @@ class ChatApp:
                 app.config.setdefault(name, os.environ[name])
         settings = load_settings(app.config, environ={})
 
-        if not app.secret_key:
+        if self._owner is None and not app.secret_key:
+            # Only the default owner lives in the session cookie, so only it needs a key;
+            # a host that brings its own owner keeps its session settings untouched.
             # A random key is fine for one process; several workers need a shared one.
             app.secret_key = settings.secret_key or secrets.token_hex(32)
 
