@@ -20,7 +20,16 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 #: How each kind of server is started.
-KINDS = ("gevent", "gthread", "flask")
+KINDS = ("gevent", "gthread", "flask", "uwsgi")
+
+#: uWSGI with gevent, as docs/deploy.md documents it (less the bind address and module).
+UWSGI_OPTIONS = (
+    "--master", "--processes", "1", "--lazy-apps",
+    "--gevent", "1000", "--gevent-early-monkey-patch",
+    "--http-keepalive", "--http-auto-chunked", "--http-timeout", "75",
+    "--need-app", "--die-on-term", "--buffer-size", "32768",
+    "--ignore-sigpipe", "--ignore-write-errors", "--disable-write-exception",
+)
 
 
 def free_port() -> int:
@@ -30,7 +39,7 @@ def free_port() -> int:
 
 
 class ChatServer:
-    """One server process: gunicorn (gevent or gthread worker) or ``flask run``."""
+    """One server process: gunicorn (gevent or gthread worker), ``flask run`` or uWSGI."""
 
     def __init__(
         self,
@@ -54,6 +63,9 @@ class ChatServer:
         environ.update(env or {})
         if kind == "flask":
             cmd = [str(BIN / "flask"), "--app", app, "run", "--port", str(self.port), "--with-threads", "--no-reload"]
+        elif kind == "uwsgi":
+            # The uWSGI command of docs/deploy.md, on a loopback port.
+            cmd = [str(BIN / "uwsgi"), "--http", f"127.0.0.1:{self.port}", *UWSGI_OPTIONS, "--module", app]
         else:
             cmd = [str(BIN / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"), "--bind", f"127.0.0.1:{self.port}"]
             if kind == "gthread":
