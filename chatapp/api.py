@@ -25,6 +25,7 @@ from .errors import (
     UnauthenticatedError,
     UnsupportedMediaError,
 )
+from . import requestlog
 from .extension import ChatAppState, state
 from .streaming import EventStream, event_stream_response
 
@@ -49,6 +50,8 @@ bp = Blueprint(
     static_folder=_asset_dir("static"),
     static_url_path="/static",
 )
+bp.before_request(requestlog.start_request)
+bp.after_request(requestlog.finish_request)
 
 # token_urlsafe(16) gives 22 characters; anything else is not one of ours.
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
@@ -63,6 +66,7 @@ def _owner(app_state: ChatAppState) -> str:
     owner = app_state.owner()
     if owner is None or owner == "":
         raise UnauthenticatedError("Sign in to use the chat.")
+    requestlog.note_owner(str(owner))
     return str(owner)
 
 
@@ -123,6 +127,16 @@ def healthz() -> tuple[Response, int]:
         "streams": app_state.streams.total,
     }
     return jsonify(body), 200 if ok else 503
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    """Prometheus text format; ``CHATAPP_METRICS=off`` hides it."""
+    app_state = state()
+    if not app_state.settings.metrics:
+        raise NotFound()
+    body, content_type = app_state.metrics.render()
+    return Response(body, content_type=content_type, headers={"Cache-Control": "no-store"})
 
 
 # -- sessions ---------------------------------------------------------------------------

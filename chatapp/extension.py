@@ -6,13 +6,14 @@ import logging
 import os
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flask import Flask, current_app, session
 
 from .broker.base import Broker
 from .config import Settings, load_settings, option_names
 from .errors import ConfigError
+from .metrics import Metrics
 from .providers.base import Provider
 from .streaming import StreamRegistry
 from .turns import TurnRunner
@@ -46,6 +47,8 @@ class ChatAppState:
     runner: TurnRunner
     streams: StreamRegistry
     owner: OwnerCallable
+    #: This app's Prometheus registry and recording API (``metrics.cache_hit()``, ...).
+    metrics: Metrics = field(default_factory=Metrics)
 
 
 def state() -> ChatAppState:
@@ -87,7 +90,8 @@ class ChatApp:
     ``CHATAPP_MAX_MESSAGE_CHARS``, ``CHATAPP_CACHE_TTL_SECONDS``,
     ``CHATAPP_DEMO_DELAY_MS``, ``CHATAPP_DEMO_REPLY_WORDS``,
     ``CHATAPP_SESSION_TTL_SECONDS``, ``CHATAPP_UPSTREAM_TIMEOUT_SECONDS``,
-    ``CHATAPP_MAX_STREAMS_PER_OWNER``, ``CHATAPP_SECRET_KEY``, ``CHATAPP_URL_PREFIX``.
+    ``CHATAPP_MAX_STREAMS_PER_OWNER``, ``CHATAPP_SECRET_KEY``, ``CHATAPP_URL_PREFIX``,
+    ``CHATAPP_METRICS``.
     Their types and defaults are in :mod:`chatapp.config`.
     """
 
@@ -127,7 +131,8 @@ class ChatApp:
 
         broker = self._broker or _make_broker(settings)
         provider = self._provider or _make_provider(settings)
-        runner = TurnRunner(broker, provider, model=settings.model, system_prompt=settings.system_prompt)
+        metrics = Metrics()
+        runner = TurnRunner(broker, provider, model=settings.model, system_prompt=settings.system_prompt, metrics=metrics)
         app.extensions["chatapp"] = ChatAppState(
             settings=settings,
             broker=broker,
@@ -135,6 +140,7 @@ class ChatApp:
             runner=runner,
             streams=StreamRegistry(),
             owner=self._owner or anonymous_owner,
+            metrics=metrics,
         )
         from .api import bp
 

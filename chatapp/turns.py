@@ -16,6 +16,7 @@ from typing import Any
 
 from .broker.base import Broker, TurnHandle
 from .errors import ProviderError
+from .metrics import Metrics
 from .providers.base import ChatRequest, Completion, Provider
 
 __all__ = ["TurnRunner", "spawn"]
@@ -44,8 +45,11 @@ def _json(value: dict[str, Any]) -> str:
 class TurnRunner:
     """Starts turns and carries each to its ``end``."""
 
-    def __init__(self, broker: Broker, provider: Provider, *, model: str, system_prompt: str) -> None:
+    def __init__(
+        self, broker: Broker, provider: Provider, *, model: str, system_prompt: str, metrics: Metrics | None = None
+    ) -> None:
         self.broker = broker
+        self.metrics = metrics if metrics is not None else Metrics()
         self.provider = provider
         self.model = model or provider.default_model
         self.system_prompt = system_prompt
@@ -61,6 +65,7 @@ class TurnRunner:
         pieces: list[str] = []
         closing: list[tuple[str, str]] = []
         finish_reason, usage = "stop", None
+        watch = self.metrics.turn_started()
         try:
             self.broker.publish(turn, [("start", _json({"message_id": turn.message_id, "model": self.model, "cached": False}))])
             request = ChatRequest(self.model, self.system_prompt, turn.history)
@@ -73,11 +78,13 @@ class TurnRunner:
                 if item:
                     pieces.append(item)
                     self.broker.publish(turn, [("token", _json({"text": item}))])
+                    watch.token()
             if turn.cancelled.is_set():
                 finish_reason, usage = "cancelled", None
         except ProviderError as exc:
             log.warning("turn %s failed: %s", turn.message_id, exc, exc_info=exc.__cause__ is not None)
             finish_reason, usage = "error", None
+            watch.upstream_error(exc.code)
             closing.append(("error", _json({"code": exc.code, "message": exc.message, "retryable": exc.retryable})))
         except Exception:
             log.exception("turn %s failed unexpectedly", turn.message_id)
@@ -89,3 +96,4 @@ class TurnRunner:
                 self.broker.finish_turn(turn, "".join(pieces), closing)
             except Exception:
                 log.exception("turn %s could not be finished", turn.message_id)
+            watch.finished(finish_reason)
