@@ -125,6 +125,8 @@ def healthz() -> tuple[Response, int]:
         "status": "ok" if ok else "unavailable",
         "broker": {"backend": app_state.broker.name, "ok": ok},
         "streams": app_state.streams.total,
+        # Lets clients (chatapp doctor) tell a held heartbeat from a slow one.
+        "heartbeat_seconds": app_state.settings.heartbeat_seconds,
     }
     return jsonify(body), 200 if ok else 503
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -19,9 +17,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from chatapp import ChatApp, create_app
-from chatapp.errors import UpstreamTimeoutError
-from chatapp.providers.base import ChatRequest, Completion, Provider
 
+from .apps import TimingOutProvider
 from .conftest import ServerFactory
 from .redis_server import RedisServer
 from .servers import ChatServer, wait_for
@@ -105,17 +102,6 @@ def test_cancel_is_counted_by_finish_reason(start_server: ServerFactory) -> None
     samples = wait_for(lambda: (s := scrape(slow.base_url)) and value(s, "chatapp_turns_finished_total", finish_reason="cancelled") == 1 and s)
     assert value(samples, "chatapp_turns_finished_total", finish_reason="cancelled") == 1
     assert value(samples, "chatapp_turns_finished_total", finish_reason="stop") == 0
-
-
-class TimingOutProvider(Provider):
-    """One word, then the upstream goes silent too long."""
-
-    name = "timing-out"
-    default_model = "flaky-1"
-
-    def stream(self, request: ChatRequest, cancelled: threading.Event) -> Iterator[str | Completion]:
-        yield "Hello"
-        raise UpstreamTimeoutError("The model stopped answering.")
 
 
 def finished(client, session_id: str) -> dict:
