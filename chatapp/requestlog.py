@@ -33,6 +33,7 @@ from typing import Any
 
 from flask import Response, current_app, request
 
+from .extension import state
 from .metrics import Metrics
 from .sse import PING
 
@@ -93,8 +94,6 @@ def finish_request(response: Response) -> Response:
         "owner": request.environ.get(_OWNER_KEY),
     }
     if response.mimetype == "text/event-stream" and response.direct_passthrough:
-        from .extension import state
-
         record["stream"] = True
         response.response = WatchedStream(response.response, state().metrics, lambda: _emit(record, started))
     else:

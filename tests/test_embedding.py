@@ -211,6 +211,8 @@ def test_example_site_users_each_see_only_their_own_chats(site: ChatServer) -> N
             assert response.status_code == 404, (method, path)
             assert response.json()["error"]["code"] == "session_not_found"
             assert alice.request(method.upper(), f"/api/sessions/{bobs}{path}").status_code == 404
+        # The request log names owners by a keyed hash only.
+        assert '"owner":' in site.log() and "alice" not in site.log() and "bob" not in site.log()
         # Signing out makes the same cookie jar anonymous again.
         alice.post(site.base_url + "/logout")
         assert alice.get(f"/api/sessions/{alices}").status_code == 401
