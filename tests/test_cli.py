@@ -33,7 +33,7 @@ def run(*args: str, timeout: float = 60, cwd: Path = ROOT, env: dict[str, str] |
 @pytest.fixture(scope="module")
 def server(start_server: ServerFactory) -> ChatServer:
     """Replies slow enough to see pace, with frequent heartbeats."""
-    return start_server({"CHATAPP_DEMO_DELAY_MS": "30", "CHATAPP_DEMO_REPLY_WORDS": "30", "CHATAPP_HEARTBEAT_SECONDS": "0.3"})
+    return start_server({"CHATAPP_DEMO_DELAY_MS": "50", "CHATAPP_DEMO_REPLY_WORDS": "30", "CHATAPP_HEARTBEAT_SECONDS": "0.3"})
 
 
 def expected_reply(message: str, words: int) -> str:
