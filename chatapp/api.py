@@ -15,7 +15,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, render_template, request, url_for
 from flask_limiter import RateLimitExceeded
-from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge, default_exceptions
 
 from .broker.base import SessionInfo, parse_event_id
 from .errors import (
@@ -28,6 +28,7 @@ from .errors import (
     UnauthenticatedError,
     UnsupportedMediaError,
 )
+from . import requestlog
 from .extension import ChatAppState, current_owner, state
 from .openapi import openapi_document
 from .ratelimit import rate_limited_error
@@ -55,6 +56,8 @@ bp = Blueprint(
     static_folder=_asset_dir("static"),
     static_url_path="/static",
 )
+bp.before_request(requestlog.start_request)
+bp.after_request(requestlog.finish_request)
 
 # token_urlsafe(16) gives 22 characters; anything else is not one of ours.
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
@@ -69,6 +72,7 @@ def _owner(app_state: ChatAppState) -> str:
     owner = current_owner()
     if owner is None:
         raise UnauthenticatedError("Sign in to use the chat.")
+    requestlog.note_owner(owner)
     return owner
 
 
@@ -143,8 +147,20 @@ def healthz() -> tuple[Response, int]:
         "status": "ok" if ok else "unavailable",
         "broker": {"backend": app_state.broker.name, "ok": ok},
         "streams": app_state.streams.total,
+        # Lets clients (chatapp doctor) tell a held heartbeat from a slow one.
+        "heartbeat_seconds": app_state.settings.heartbeat_seconds,
     }
     return jsonify(body), 200 if ok else 503
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    """Prometheus text format; ``CHATAPP_METRICS=off`` hides it."""
+    app_state = state()
+    if not app_state.settings.metrics:
+        raise NotFound()
+    body, content_type = app_state.metrics.render()
+    return Response(body, content_type=content_type, headers={"Cache-Control": "no-store"})
 
 
 # -- sessions ---------------------------------------------------------------------------
@@ -312,14 +328,28 @@ def handle_rate_limited(exc: RateLimitExceeded) -> Response:
 
 
 @bp.errorhandler(HTTPException)
-def handle_http_error(exc: HTTPException) -> Response | HTTPException:
+def handle_http_error(exc: HTTPException) -> Any:
     if not _is_api_request():
-        return exc
+        # The page and static files are the host's site: its own handler, if any.
+        handler = current_app._find_error_handler(exc, [])
+        return handler(exc) if handler is not None else exc
+    if isinstance(exc, RateLimitExceeded):
+        # The handler per status code (below) wins over the one per class: hand it on.
+        return handle_rate_limited(exc)
     code = re.sub(r"[^a-z0-9]+", "_", (exc.name or "error").lower()).strip("_")
     headers = {"Allow": ", ".join(exc.valid_methods)} if isinstance(exc, MethodNotAllowed) and exc.valid_methods else None
     if isinstance(exc, NotFound):
         code = "not_found"
+    elif isinstance(exc, RequestEntityTooLarge):
+        code = "payload_too_large"
     return _error(exc.code or 500, code, exc.description or exc.name, headers)
+
+
+# Flask prefers an app's handler for a status code (a host's ``errorhandler(404)``) over a
+# blueprint's handler for an exception class, which would turn our JSON errors into the
+# host's HTML pages. Handlers per code on the blueprint come first.
+for _status in default_exceptions:
+    bp.register_error_handler(_status, handle_http_error)
 
 
 @bp.errorhandler(Exception)

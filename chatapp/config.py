@@ -56,6 +56,17 @@ def _choice(*allowed: str) -> Callable[[Any], str]:
     return parse
 
 
+def _boolean(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    value = str(raw).strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected on or off (1/0, true/false, yes/no)")
+
+
 def _text(raw: Any) -> str:
     return str(raw)
 
@@ -136,6 +147,7 @@ class Settings:
     cookie_samesite: str = _option("CHATAPP_COOKIE_SAMESITE", _choice("lax", "strict", "none"), "lax", "standalone app: SameSite of the owner cookie; none also makes it Secure")
     secret_key: str | None = _option("CHATAPP_SECRET_KEY", _text, None, "signs the owner cookie; share it across workers and hosts", secret=True)
     url_prefix: str = _option("CHATAPP_URL_PREFIX", _url_prefix, "", "mount point of the page and API, such as /assistant")
+    metrics: bool = _option("CHATAPP_METRICS", _boolean, True, "serve Prometheus metrics at <prefix>/metrics")
 
 
 def option_names() -> list[str]:

@@ -6,7 +6,7 @@ import logging
 import os
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flask import Flask, current_app, request, session
 from flask_limiter import Limiter
@@ -16,6 +16,7 @@ from .cache import ResponseCache
 from .config import Settings, load_settings, option_names
 from .cors import CorsPolicy
 from .errors import ConfigError
+from .metrics import Metrics
 from .providers.base import Provider
 from .sendguard import SendGuard
 from .streaming import StreamRegistry
@@ -56,6 +57,8 @@ class ChatAppState:
     send_guard: SendGuard
     #: ``None`` when ``CHATAPP_CACHE_TTL_SECONDS`` is 0.
     cache: ResponseCache | None = None
+    #: This app's Prometheus registry and recording API (``metrics.cache_hit()``, ...).
+    metrics: Metrics = field(default_factory=Metrics)
 
 
 def state() -> ChatAppState:
@@ -123,7 +126,8 @@ class ChatApp:
     ``CHATAPP_MAX_MESSAGE_CHARS``, ``CHATAPP_CACHE_TTL_SECONDS``,
     ``CHATAPP_DEMO_DELAY_MS``, ``CHATAPP_DEMO_REPLY_WORDS``,
     ``CHATAPP_SESSION_TTL_SECONDS``, ``CHATAPP_UPSTREAM_TIMEOUT_SECONDS``,
-    ``CHATAPP_MAX_STREAMS_PER_OWNER``, ``CHATAPP_SECRET_KEY``, ``CHATAPP_URL_PREFIX``.
+    ``CHATAPP_MAX_STREAMS_PER_OWNER``, ``CHATAPP_SECRET_KEY``, ``CHATAPP_URL_PREFIX``,
+    ``CHATAPP_METRICS``.
     Their types and defaults are in :mod:`chatapp.config`.
     """
 
@@ -157,7 +161,9 @@ class ChatApp:
                 app.config.setdefault(name, os.environ[name])
         settings = load_settings(app.config, environ={})
 
-        if not app.secret_key:
+        if self._owner is None and not app.secret_key:
+            # Only the default owner lives in the session cookie, so only it needs a key;
+            # a host that brings its own owner keeps its session settings untouched.
             # A random key is fine for one process; several workers need a shared one.
             app.secret_key = settings.secret_key or secrets.token_hex(32)
 
@@ -166,6 +172,7 @@ class ChatApp:
         cache = None
         if settings.cache_ttl_seconds > 0:
             cache = self._cache if self._cache is not None else _make_cache(settings, broker)
+        metrics = Metrics()
         runner = TurnRunner(
             broker,
             provider,
@@ -173,6 +180,7 @@ class ChatApp:
             system_prompt=settings.system_prompt,
             cache=cache,
             cache_ttl_seconds=settings.cache_ttl_seconds,
+            metrics=metrics,
         )
         from .api import bp
         from .ratelimit import make_limiter
@@ -188,5 +196,6 @@ class ChatApp:
             cors=CorsPolicy(settings.cors_origins),
             send_guard=SendGuard(settings.send_timeout_seconds),
             cache=cache,
+            metrics=metrics,
         )
         app.register_blueprint(bp, url_prefix=settings.url_prefix or None)

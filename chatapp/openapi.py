@@ -148,6 +148,16 @@ def openapi_document(prefix: str, *, max_message_chars: int | None = None) -> di
                     "responses": {"200": _json(_ref("Health"), "ok"), "503": _json(_ref("Health"), "broker down")},
                 }
             },
+            f"{prefix}/metrics": {
+                "get": {
+                    "operationId": "metrics",
+                    "summary": "Prometheus metrics of this app, in the text exposition format",
+                    "responses": {
+                        "200": {"description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}},
+                        "404": {"description": "metrics are turned off (CHATAPP_METRICS=off)"},
+                    },
+                }
+            },
         },
         "components": {
             "schemas": {

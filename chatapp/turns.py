@@ -21,6 +21,7 @@ from typing import Any
 from .broker.base import Broker, TurnHandle
 from .cache import CachedReply, ResponseCache, cache_key
 from .errors import ProviderError
+from .metrics import Metrics
 from .providers.base import ChatRequest, Completion, Provider
 
 __all__ = ["TurnRunner", "spawn"]
@@ -58,8 +59,10 @@ class TurnRunner:
         system_prompt: str,
         cache: ResponseCache | None = None,
         cache_ttl_seconds: float = 0,
+        metrics: Metrics | None = None,
     ) -> None:
         self.broker = broker
+        self.metrics = metrics if metrics is not None else Metrics()
         self.provider = provider
         self.model = model or provider.default_model
         self.system_prompt = system_prompt
@@ -77,6 +80,7 @@ class TurnRunner:
         pieces: list[str] = []
         closing: list[tuple[str, str]] = []
         finish_reason, usage = "stop", None
+        watch = self.metrics.turn_started()
         try:
             key = self._cache_key(turn)
             cached = self._cache_get(key)
@@ -86,6 +90,7 @@ class TurnRunner:
                 finish_reason, usage = cached["finish_reason"], cached["usage"]
                 # A replay has nothing to wait for: every token goes out in one publish.
                 self.broker.publish(turn, [("token", _json({"text": piece})) for piece in pieces])
+                watch.tokens(len(pieces))
             else:
                 request = ChatRequest(self.model, self.system_prompt, turn.history)
                 for item in self.provider.stream(request, turn.cancelled):
@@ -97,6 +102,7 @@ class TurnRunner:
                     if item:
                         pieces.append(item)
                         self.broker.publish(turn, [("token", _json({"text": item}))])
+                        watch.tokens(1)
                 if turn.cancelled.is_set():
                     finish_reason, usage = "cancelled", None
                 elif finish_reason == "stop" and pieces and key is not None:
@@ -104,6 +110,7 @@ class TurnRunner:
         except ProviderError as exc:
             log.warning("turn %s failed: %s", turn.message_id, exc, exc_info=exc.__cause__ is not None)
             finish_reason, usage = "error", None
+            watch.upstream_error(exc.code)
             closing.append(("error", _json({"code": exc.code, "message": exc.message, "retryable": exc.retryable})))
         except Exception:
             log.exception("turn %s failed unexpectedly", turn.message_id)
@@ -115,6 +122,7 @@ class TurnRunner:
                 self.broker.finish_turn(turn, "".join(pieces), closing)
             except Exception:
                 log.exception("turn %s could not be finished", turn.message_id)
+            watch.finished(finish_reason)
 
     # -- the response cache -----------------------------------------------------------
 
@@ -128,6 +136,7 @@ class TurnRunner:
             return None
         try:
             reply = self.cache.get(key)
+            (self.metrics.cache_miss if reply is None else self.metrics.cache_hit)()
         except Exception:
             # A cache that is down costs an upstream call, never the turn.
             log.warning("response cache %s failed on get; answering without it", self.cache.name, exc_info=True)

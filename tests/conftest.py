@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-
 import os
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -41,7 +41,7 @@ def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerFac
     servers: list[ChatServer] = []
     log_dir = tmp_path_factory.mktemp("servers")
 
-    def start(env: Mapping[str, str] | None = None, *, kind: str = "gevent", **options: str) -> ChatServer:
+    def start(env: Mapping[str, str] | None = None, *, kind: str = "gevent", **options: Any) -> ChatServer:
         server = ChatServer(env, kind=kind, log_dir=log_dir, **options)
         servers.append(server)
         return server

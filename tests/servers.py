@@ -19,8 +19,17 @@ from .sseclient import EventStream
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
-#: How each kind of server is started; each serves ``wsgi:app`` unless told another app.
-KINDS = ("gevent", "gthread", "flask")
+#: How each kind of server is started.
+KINDS = ("gevent", "gthread", "flask", "uwsgi")
+
+#: uWSGI with gevent, as docs/deploy.md documents it (less the bind address and module).
+UWSGI_OPTIONS = (
+    "--master", "--processes", "1", "--lazy-apps",
+    "--gevent", "1000", "--gevent-early-monkey-patch",
+    "--http-keepalive", "--http-auto-chunked", "--http-timeout", "75",
+    "--need-app", "--die-on-term", "--buffer-size", "32768",
+    "--ignore-sigpipe", "--ignore-write-errors", "--disable-write-exception",
+)
 
 
 def free_port() -> int:
@@ -30,10 +39,7 @@ def free_port() -> int:
 
 
 class ChatServer:
-    """One server process: gunicorn (gevent or gthread worker) or ``flask run``.
-
-    ``app`` is the WSGI target (``module:variable``), imported from the repository root.
-    """
+    """One server process: gunicorn (gevent or gthread worker), ``flask run`` or uWSGI."""
 
     def __init__(
         self,
@@ -42,24 +48,31 @@ class ChatServer:
         kind: str = "gevent",
         log_dir: Path,
         app: str = "wsgi:app",
+        cwd: Path = ROOT,
         health_path: str = "/healthz",
     ) -> None:
+        """Serve the WSGI target ``app`` from ``cwd`` (the repository's ``wsgi:app`` by
+        default), always with the repository's gunicorn config; ``health_path`` is
+        polled until the server answers 200."""
         self.kind = kind
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        self.health_path = health_path
+        self.health_url = self.base_url + health_path
         self.log_path = log_dir / f"server-{kind}-{self.port}.log"
         environ = {k: v for k, v in os.environ.items() if not k.startswith(("CHATAPP_", "OPENAI_", "WEB_CONCURRENCY"))}
         environ.update(env or {})
         if kind == "flask":
             cmd = [str(BIN / "flask"), "--app", app, "run", "--port", str(self.port), "--with-threads", "--no-reload"]
+        elif kind == "uwsgi":
+            # The uWSGI command of docs/deploy.md, on a loopback port.
+            cmd = [str(BIN / "uwsgi"), "--http", f"127.0.0.1:{self.port}", *UWSGI_OPTIONS, "--module", app]
         else:
-            cmd = [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{self.port}"]
+            cmd = [str(BIN / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"), "--bind", f"127.0.0.1:{self.port}"]
             if kind == "gthread":
                 cmd += ["-k", "gthread", "--threads", "32"]
             cmd.append(app)
         self._log = open(self.log_path, "wb")
-        self.process = subprocess.Popen(cmd, cwd=ROOT, env=environ, stdout=self._log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(cmd, cwd=cwd, env=environ, stdout=self._log, stderr=subprocess.STDOUT)
         self._wait_ready()
 
     def _wait_ready(self, timeout: float = 30.0) -> None:
@@ -68,7 +81,7 @@ class ChatServer:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.kind} server exited with {self.process.returncode}:\n{self.log()}")
             try:
-                if httpx.get(self.base_url + self.health_path, timeout=1).status_code == 200:
+                if httpx.get(self.health_url, timeout=1).status_code == 200:
                     return
             except httpx.HTTPError:
                 time.sleep(0.05)
@@ -80,15 +93,15 @@ class ChatServer:
         return self.log_path.read_text(errors="replace")
 
     def health(self) -> dict:
-        return httpx.get(self.base_url + self.health_path, timeout=5).json()
+        return httpx.get(self.health_url, timeout=5).json()
 
     def worker_pids(self) -> list[int]:
         """The pids of gunicorn's worker processes (children of the master)."""
         path = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
         return [int(pid) for pid in path.read_text().split()]
 
-    def client(self) -> ChatClient:
-        return ChatClient(self.base_url)
+    def client(self, prefix: str = "") -> ChatClient:
+        return ChatClient(self.base_url, prefix=prefix)
 
     def stop(self) -> None:
         if self.process.poll() is None:

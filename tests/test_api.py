@@ -207,7 +207,7 @@ def test_cancel_without_a_turn(client: FlaskClient) -> None:
 def test_healthz(client: FlaskClient) -> None:
     response = client.get("/healthz")
     assert response.status_code == 200
-    assert response.get_json() == {"status": "ok", "broker": {"backend": "memory", "ok": True}, "streams": 0}
+    assert response.get_json() == {"status": "ok", "broker": {"backend": "memory", "ok": True}, "streams": 0, "heartbeat_seconds": 15.0}
 
 
 def test_page_is_html(client: FlaskClient) -> None:

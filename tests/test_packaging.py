@@ -1,4 +1,5 @@
-"""The wheel carries the page: templates and static files mapped into the package."""
+"""The wheel carries the page (templates and static files mapped into the package), the
+gunicorn settings and the ``chatapp`` command."""
 
 from __future__ import annotations
 
@@ -22,3 +23,7 @@ def test_wheel_contains_templates_and_static(tmp_path: Path) -> None:
     for asset in ("chatapp.js", "markdown.js", "page.js", "chatapp.css", "favicon.svg"):
         assert f"chatapp/static/{asset}" in names
     assert "chatapp/sse.py" in names
+    # `chatapp serve` finds its gunicorn settings inside the installed package.
+    assert "chatapp/gunicorn_config.py" in names
+    [entry_points] = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+    assert "chatapp = chatapp.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

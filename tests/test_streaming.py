@@ -247,10 +247,14 @@ def test_follow_stays_open_across_turns(server: ChatServer) -> None:
         assert parse_event_id(second[0].id) > parse_event_id(first[-1].id)
 
 
-@pytest.mark.parametrize("kind", ["gthread", "flask"])
-def test_streams_and_heartbeats_under_threaded_servers(start_server: ServerFactory, kind: str) -> None:
-    server = start_server({"CHATAPP_DEMO_DELAY_MS": "600", "CHATAPP_DEMO_REPLY_WORDS": "3", "CHATAPP_HEARTBEAT_SECONDS": "0.25"}, kind=kind)
-    with server.client() as client:
+@pytest.fixture(scope="module", params=["gthread", "flask", "uwsgi"])
+def classic_server(request: pytest.FixtureRequest, start_server: ServerFactory) -> ChatServer:
+    """Classic WSGI hosting: gunicorn's threaded worker, ``flask run`` and uWSGI with gevent."""
+    return start_server({"CHATAPP_DEMO_DELAY_MS": "600", "CHATAPP_DEMO_REPLY_WORDS": "3", "CHATAPP_HEARTBEAT_SECONDS": "0.25"}, kind=request.param)
+
+
+def test_streams_and_heartbeats_under_classic_servers(classic_server: ChatServer) -> None:
+    with classic_server.client() as client:
         session_id = client.new_session()
         client.send_message(session_id, "threads")
         with client.open_stream(session_id) as stream:
@@ -263,3 +267,35 @@ def test_streams_and_heartbeats_under_threaded_servers(start_server: ServerFacto
         assert reply_text(events) == client.history(session_id)["messages"][-1]["content"]
         with client.open_stream(session_id, last_event_id=events[-1].id) as again:
             assert again.status_code == 204
+
+
+def test_cancel_under_classic_servers(classic_server: ChatServer) -> None:
+    with classic_server.client() as client:
+        session_id = client.new_session()
+        client.send_message(session_id, "stop me")
+        with client.open_stream(session_id) as stream:
+            events: list[Received] = []
+            for event in stream.events():
+                events.append(event)
+                if event.event == "token":
+                    assert client.post(f"/api/sessions/{session_id}/cancel").json() == {"cancelled": True}
+                if event.event == "end":
+                    break
+            assert stream.read_rest() == []
+        assert events[-1].json()["finish_reason"] == "cancelled"
+        # Three words were coming; the cancel stopped the reply after the first.
+        assert [e.event for e in events] == ["start", "token", "end"]
+        history = client.history(session_id)
+        assert history["generating"] is False
+        assert history["messages"][-1]["content"] == reply_text(events)
+
+
+def test_disconnected_reader_is_released_under_classic_servers(classic_server: ChatServer) -> None:
+    assert wait_for(lambda: classic_server.health()["streams"] == 0)
+    with classic_server.client() as client:
+        session_id = client.new_session()
+        # A follow stream never ends by itself: only the client leaving can release it.
+        with client.open_stream(session_id, params={"follow": "1"}) as stream:
+            assert next(stream.items()).data == "ping"
+            assert classic_server.health()["streams"] == 1
+        assert wait_for(lambda: classic_server.health()["streams"] == 0, timeout=10)
