@@ -190,7 +190,8 @@ class ChatApp:
             broker=broker,
             provider=provider,
             runner=runner,
-            streams=StreamRegistry(),
+            # A stream renews its shared slot between heartbeats, so the lease outlasts one.
+            streams=StreamRegistry(broker, lease_seconds=max(60.0, 3 * settings.heartbeat_seconds)),
             owner=self._owner or anonymous_owner,
             limiter=make_limiter(app, bp, settings, current_owner),
             cors=CorsPolicy(settings.cors_origins),

@@ -12,7 +12,8 @@ from __future__ import annotations
 import math
 import socket
 import threading
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 
 from flask import Response
@@ -35,28 +36,47 @@ STREAM_HEADERS = {
 
 
 class StreamRegistry:
-    """Counts the open streams of this process, in total and per owner."""
+    """Counts open streams: this process's, in total and per owner, and, when the broker
+    is shared by several processes, each owner's across all of them."""
 
-    def __init__(self) -> None:
+    def __init__(self, shared: Broker | None = None, *, lease_seconds: float = 60.0) -> None:
         self._lock = threading.Lock()
         self._by_owner: dict[str, int] = {}
         self.total = 0
+        self._shared = shared
+        #: A shared slot lapses unless renewed within this, so a killed worker's come back.
+        self.lease_seconds = lease_seconds
 
-    def acquire(self, owner: str, limit: int | None = None, *, retry_after: int = 1) -> None:
-        """Take a slot for ``owner``; :class:`RateLimitedError` when ``limit`` are taken."""
+    def acquire(self, owner: str, limit: int | None = None, *, retry_after: int = 1) -> str:
+        """Take a slot for ``owner``; :class:`RateLimitedError` when ``limit`` are taken.
+
+        Returns the slot's token, for :meth:`renew` and :meth:`release`.
+        """
         with self._lock:
             held = self._by_owner.get(owner, 0)
             # Checked and taken under one lock, so concurrent opens cannot overshoot.
             if limit is not None and held >= limit:
-                raise RateLimitedError(
-                    f"You already have {held} open streams; close one first.",
-                    code="too_many_streams",
-                    retry_after=retry_after,
-                )
+                raise _too_many_streams(held, retry_after)
             self._by_owner[owner] = held + 1
             self.total += 1
+        token = ""
+        if self._shared is not None:
+            token = self._shared.hold_stream(owner, limit, self.lease_seconds)
+            if token is None:
+                self._forget(owner)
+                raise _too_many_streams(limit or 0, retry_after)
+        return token
 
-    def release(self, owner: str) -> None:
+    def renew(self, owner: str, token: str) -> None:
+        if self._shared is not None and token:
+            self._shared.renew_stream(owner, token, self.lease_seconds)
+
+    def release(self, owner: str, token: str = "") -> None:
+        self._forget(owner)
+        if self._shared is not None and token:
+            self._shared.release_stream(owner, token)
+
+    def _forget(self, owner: str) -> None:
         with self._lock:
             left = self._by_owner.get(owner, 0) - 1
             if left > 0:
@@ -67,6 +87,14 @@ class StreamRegistry:
 
     def count(self, owner: str) -> int:
         return self._by_owner.get(owner, 0)
+
+
+def _too_many_streams(held: int, retry_after: int) -> RateLimitedError:
+    return RateLimitedError(
+        f"You already have {held} open streams; close one first.",
+        code="too_many_streams",
+        retry_after=retry_after,
+    )
 
 
 class EventStream:
@@ -92,11 +120,12 @@ class EventStream:
         self._owner = owner
         # Raises before anything else is held, so a refused stream leaks nothing. A slot
         # frees when a reader leaves, so the browser's reconnect delay is a fair wait.
-        registry.acquire(owner, max_streams, retry_after=math.ceil(retry_ms / 1000))
+        self._slot = registry.acquire(owner, max_streams, retry_after=math.ceil(retry_ms / 1000))
         self._guard = guard if sock is not None else None
         self._sock = sock
         self._closed = False
-        self._frames = self._generate(broker, session_id, after, backlog, follow, heartbeat, retry_ms)
+        renew = (lambda: registry.renew(owner, self._slot)) if self._slot else None
+        self._frames = self._generate(broker, session_id, after, backlog, follow, heartbeat, retry_ms, renew, registry.lease_seconds / 3)
 
     def __iter__(self) -> EventStream:
         return self
@@ -118,7 +147,7 @@ class EventStream:
         if self._guard is not None:
             self._guard.written(id(self))
         self._frames.close()
-        self._registry.release(self._owner)
+        self._registry.release(self._owner, self._slot)
 
     @staticmethod
     def _generate(
@@ -129,12 +158,15 @@ class EventStream:
         follow: bool,
         heartbeat: float,
         retry_ms: int,
+        renew: Callable[[], None] | None = None,
+        renew_every: float = 20.0,
     ) -> Iterator[bytes]:
         # The first write carries ``retry`` (and whatever is already waiting), so the
         # browser's ``open`` fires at once even when the turn has not started yet.
         pending = ServerSentEvent(retry=retry_ms).encode()
         events = backlog
         reader = broker.reader(session_id)
+        renew_at = time.monotonic() + renew_every
         try:
             while True:
                 if events:
@@ -151,6 +183,9 @@ class EventStream:
                     pending = b""
                 else:
                     yield PING
+                if renew is not None and time.monotonic() >= renew_at:
+                    renew()
+                    renew_at = time.monotonic() + renew_every
                 try:
                     events = reader.read(after, heartbeat)
                 except (SessionNotFoundError, ServiceUnavailableError):

@@ -220,3 +220,22 @@ def test_a_rate_limit_holds_across_servers_together(start_server: ServerFactory,
     # Another owner has a budget of its own.
     with second.client() as stranger:
         assert stranger.post("/api/sessions").status_code == 201
+
+
+def test_the_stream_cap_holds_across_servers_together(start_server: ServerFactory, redis_server: RedisServer) -> None:
+    env = redis_env(redis_server.url, CHATAPP_MAX_STREAMS_PER_OWNER="2", CHATAPP_HEARTBEAT_SECONDS="1")
+    first, second = start_server(env), start_server(env)
+    with first.client() as on_first, client_for(second, on_first) as on_second:
+        session_id = on_first.new_session()
+        with on_first.open_stream(session_id, params={"follow": "1"}) as one, on_second.open_stream(session_id, params={"follow": "1"}) as two:
+            assert (one.status_code, two.status_code) == (200, 200)
+            for client in (on_first, on_second):
+                refused = client.get(f"/api/sessions/{session_id}/stream", params={"follow": "1"})
+                assert refused.status_code == 429
+                assert refused.json()["error"]["code"] == "too_many_streams"
+        # Both left: their slots are free again (the server notices at its next write).
+        def reopened() -> bool:
+            with on_second.open_stream(session_id, params={"follow": "1"}) as again:
+                return again.status_code == 200
+
+        assert wait_for(reopened, timeout=20)

@@ -161,6 +161,22 @@ class Broker(ABC):
         Raises :class:`~chatapp.errors.SessionNotFoundError` once the session is gone.
         """
 
+    # -- stream slots shared by every process of a deployment -------------------------
+
+    def hold_stream(self, owner: str, limit: int | None, lease_seconds: float) -> str | None:
+        """Take one of ``owner``'s stream slots across every process sharing this broker.
+
+        Returns a token, ``None`` when ``limit`` are held, or ``""`` when this backend
+        lives in one process (the caller's own count is then the whole count).
+        """
+        return ""
+
+    def renew_stream(self, owner: str, token: str, lease_seconds: float) -> None:
+        """Keep a held slot for another lease."""
+
+    def release_stream(self, owner: str, token: str) -> None:
+        """Give a held slot back."""
+
     def reader(self, session_id: str) -> Reader:
         """A handle for one stream reader of ``session_id``; close it when done."""
         return Reader(self, session_id)

@@ -10,6 +10,7 @@ one slot and the design holds on Redis Cluster::
     chatapp:{sid}:events    stream  the previous and the current turn's events
     chatapp:{sid}:alive     string  set by the running producer, expires in seconds
     chatapp:{sid}:cancel    string  the reply id whose turn should stop
+    chatapp:streams:<owner> zset    an owner's open streams on every host, by lease end
     chatapp:owner:<owner>   zset    an owner's session ids (by creation time); ids
                                     whose session expired leave it when counted
 
@@ -141,6 +142,28 @@ return 1
 """
 
 
+# Take a stream slot of an owner if fewer than the limit are held; lapsed leases (a
+# worker killed with its streams open) no longer count. Redis's clock, one for all hosts.
+_HOLD_STREAM = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local limit = tonumber(ARGV[1])
+if limit > 0 and redis.call('ZCARD', KEYS[1]) >= limit then return 0 end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+_RENEW_STREAM = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+
+
 def _keys(session_id: str) -> dict[str, str]:
     tag = f"chatapp:{{{session_id}}}"
     return {
@@ -155,6 +178,10 @@ def _keys(session_id: str) -> dict[str, str]:
 
 def _owner_key(owner: str) -> str:
     return f"chatapp:owner:{owner}"
+
+
+def _streams_key(owner: str) -> str:
+    return f"chatapp:streams:{owner}"
 
 
 def _session_of(channel: str) -> str | None:
@@ -404,6 +431,8 @@ class RedisBroker(Broker):
         self._begin = self.client.register_script(_BEGIN)
         self._finish = self.client.register_script(_FINISH)
         self._interrupt = self.client.register_script(_INTERRUPT)
+        self._hold_stream = self.client.register_script(_HOLD_STREAM)
+        self._renew_stream = self.client.register_script(_RENEW_STREAM)
 
     def _call(self, operation: Callable[[], T]) -> T:
         """Run one Redis operation, translating an outage into a 503 for callers."""
@@ -549,6 +578,28 @@ class RedisBroker(Broker):
             return True
 
         return self._call(cancel)
+
+    # -- stream slots -----------------------------------------------------------------
+
+    def hold_stream(self, owner: str, limit: int | None, lease_seconds: float) -> str | None:
+        token = secrets.token_hex(8)
+        held = self._call(
+            lambda: self._hold_stream(keys=[_streams_key(owner)], args=[limit or 0, int(lease_seconds * 1000), token])
+        )
+        return token if held else None
+
+    def renew_stream(self, owner: str, token: str, lease_seconds: float) -> None:
+        try:
+            self._renew_stream(keys=[_streams_key(owner)], args=[int(lease_seconds * 1000), token])
+        except RedisError as exc:
+            log.warning("stream slot not renewed: %s", type(exc).__name__)
+
+    def release_stream(self, owner: str, token: str) -> None:
+        try:
+            self.client.zrem(_streams_key(owner), token)
+        except RedisError as exc:
+            # The lease lapses by itself.
+            log.warning("stream slot not released: %s", type(exc).__name__)
 
     # -- readers ----------------------------------------------------------------------
 

@@ -243,3 +243,20 @@ def test_idle_sessions_expire(ttl_broker: Broker) -> None:
         ttl_broker.read(idle, None, 0)
     assert ttl_broker.get_session(busy) is not None
     ttl_broker.finish_turn(turn, "done", [("end", "{}")])
+
+
+def test_stream_slots_are_shared_where_the_backend_is(broker: Broker) -> None:
+    first = broker.hold_stream("alice", 2, 60)
+    if first == "":
+        # One process: the caller's own count is the whole count.
+        assert broker.hold_stream("alice", 2, 60) == ""
+        return
+    second = broker.hold_stream("alice", 2, 60)
+    assert first and second and first != second
+    assert broker.hold_stream("alice", 2, 60) is None
+    assert broker.hold_stream("bob", 2, 60)
+    broker.release_stream("alice", first)
+    third = broker.hold_stream("alice", 2, 60)
+    assert third
+    broker.renew_stream("alice", third, 60)
+

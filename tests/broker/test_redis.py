@@ -1,0 +1,41 @@
+"""What only the Redis broker does: leases that lapse, batched writes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from chatapp.broker.redis import RedisBroker
+
+from ..redis_server import RedisServer
+
+
+@pytest.fixture
+def broker(redis_server: RedisServer) -> Iterator[RedisBroker]:
+    redis_server.client().flushall()
+    backend = RedisBroker(redis_server.url)
+    yield backend
+    backend.close()
+
+
+def test_a_lapsed_stream_slot_frees_itself(broker: RedisBroker) -> None:
+    # A worker killed with a stream open never releases its slot; the lease does.
+    assert broker.hold_stream("carol", 1, 0.2)
+    assert broker.hold_stream("carol", 1, 0.2) is None
+    time.sleep(0.4)
+    assert broker.hold_stream("carol", 1, 0.2)
+
+
+def test_a_fast_turn_costs_far_fewer_writes_than_tokens(broker: RedisBroker, redis_server: RedisServer) -> None:
+    session_id = broker.create_session("alice")
+    turn = broker.begin_turn(session_id, "hi")
+    before = redis_server.command_calls().get("xadd", 0)
+    for index in range(2000):
+        broker.publish(turn, [("token", f'{{"text":"{index}"}}')])
+    broker.finish_turn(turn, "", [("end", "{}")])
+    writes = redis_server.command_calls().get("xadd", 0) - before
+    assert len(broker.read(session_id, None, 0)) == 2001
+    # Tokens published faster than one write per 2 ms gather into shared entries.
+    assert writes < 2000 / 10
