@@ -106,6 +106,12 @@ def ask(message: str, url: str, header: tuple[str, ...], timeout: float) -> None
                 api.cancel(session_id)
             click.echo("\n(cancelled)", err=True)
             sys.exit(130)
+        except BrokenPipeError:
+            # Our reader left (`chatapp ask ... | head`): stop quietly, as Unix tools do.
+            if session_id:
+                api.cancel(session_id)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(0)
         except (httpx.HTTPError, OSError) as exc:
             raise click.ClickException(f"cannot talk to {url}: {exc}") from None
     if failed:

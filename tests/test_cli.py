@@ -197,3 +197,18 @@ def test_serve_refuses_several_workers_on_the_memory_broker(tmp_path: Path) -> N
     )
     assert result.returncode != 0
     assert "CHATAPP_REDIS_URL" in result.stderr
+
+
+def test_ask_stops_quietly_when_its_reader_leaves(start_server: ServerFactory) -> None:
+    import subprocess
+
+    server = start_server({"CHATAPP_DEMO_DELAY_MS": "5", "CHATAPP_DEMO_REPLY_WORDS": "400"})
+    ask = subprocess.Popen(
+        [str(BIN / "chatapp"), "ask", "a long one", "--url", server.base_url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert ask.stdout is not None and ask.stdout.read(20)
+    ask.stdout.close()
+    assert ask.wait(30) == 0
+    assert b"cannot talk" not in ask.stderr.read()
