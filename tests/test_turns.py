@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 
@@ -80,3 +81,12 @@ def test_cancel_ends_with_cancelled_and_no_more_tokens() -> None:
 def test_nothing_generated_stores_no_empty_reply() -> None:
     broker, session_id, events = run([ProviderError("down")])
     assert [m.role for m in broker.get_session(session_id).messages] == ["user"]
+
+
+def test_token_data_is_compact_utf8_json_whatever_the_text() -> None:
+    texts = ['say "hi"', "back\\slash", "tab\tline\nbreak\r", "\x00\x1f", "é 😀 \u2028", "</script>"]
+    broker, session_id, _ = run(texts)
+    tokens = [e for e in broker.read(session_id, None, 0) if e.event == "token"]
+    # Byte for byte what json.dumps gives with the settings every other event uses.
+    assert [e.data for e in tokens] == [json.dumps({"text": t}, ensure_ascii=False, separators=(",", ":")) for t in texts]
+    assert [e.payload()["text"] for e in tokens] == texts

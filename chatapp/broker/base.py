@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..sse import ServerSentEvent
+from ..sse import encode_event
 
 __all__ = ["Broker", "Event", "Message", "Reader", "SessionInfo", "TurnHandle", "parse_event_id"]
 
@@ -56,7 +56,7 @@ class Event:
         self.id = id
         self.event = event
         self.data = data
-        self.frame = ServerSentEvent(data=data, event=event, id=id).encode()
+        self.frame = encode_event(event, id, data)
 
     def payload(self) -> dict[str, Any]:
         return json.loads(self.data)

@@ -25,7 +25,7 @@ _SWEEP_EVERY_SECONDS = 60.0
 class _Session:
     __slots__ = (
         "owner", "messages", "events", "keys", "turn_start", "last_key",
-        "turn", "changed", "deleted", "touched",
+        "turn", "changed", "waiting", "deleted", "touched",
     )
 
     def __init__(self, owner: str) -> None:
@@ -41,6 +41,9 @@ class _Session:
         # Readers wait on this; a publish sets it and installs a fresh one, which wakes
         # every waiting reader at once with no polling.
         self.changed = threading.Event()
+        # Whether a reader waits on ``changed``: a publish with nobody waiting (readers
+        # still busy writing the previous batch) then costs no new Event and no wake-up.
+        self.waiting = False
         self.deleted = False
         self.touched = time.monotonic()
 
@@ -51,6 +54,9 @@ class _Session:
         return self.last_key
 
     def wake_readers(self) -> None:
+        if not self.waiting:
+            return
+        self.waiting = False
         changed, self.changed = self.changed, threading.Event()
         changed.set()
 
@@ -89,6 +95,7 @@ class MemoryBroker(Broker):
             session.deleted = True
             if session.turn is not None:
                 session.turn.cancelled.set()
+            session.waiting = True
             session.wake_readers()
             return True
 
@@ -101,6 +108,7 @@ class MemoryBroker(Broker):
             if session.turn is None and now - session.touched > self._ttl:
                 del self._sessions[session_id]
                 session.deleted = True
+                session.waiting = True
                 session.wake_readers()
 
     # -- turns ------------------------------------------------------------------------
@@ -162,8 +170,9 @@ class MemoryBroker(Broker):
             # Take the waiter before looking, so a publish in between still wakes us.
             changed = session.changed
             events = self._events_after(session, after_key)
-        if events or timeout <= 0:
-            return events
+            if events or timeout <= 0:
+                return events
+            session.waiting = True
         changed.wait(timeout)
         with self._lock:
             if session.deleted:
