@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -61,17 +62,31 @@ def chatapp_env(size: dict[str, Any], *, workload: str) -> dict[str, str]:
     return env
 
 
+#: Snapshots of other revisions of chatapp, by label (``--compare``).
+TREES: dict[str, Path] = {}
+
+
+def snapshot(rev: str, into: Path) -> Path:
+    """The files of revision ``rev`` of this repository, unpacked under ``into``."""
+    target = into / f"tree-{rev}"
+    target.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target
+
+
 def make_server(name: str, size: dict[str, Any], *, workload: str, log_dir: Path, redis_port: int | None = None) -> Server:
     gunicorn = str(VENV_BIN / "gunicorn")
     uvicorn = [str(VENV_BIN / "uvicorn"), "--host", "127.0.0.1", "--port", "{port}", "--no-access-log", "--log-level", "warning"]
-    if name in ("chatapp", "chatapp-redis"):
+    base, _, rev = name.partition("@")
+    if base in ("chatapp", "chatapp-redis"):
         env = chatapp_env(size, workload=workload)
         app = "bench.chatapp_stamped:app" if size.get("stamp") else "wsgi:app"
         command = [gunicorn, "-c", "gunicorn.conf.py", "--bind", "127.0.0.1:{port}"]
-        if name == "chatapp-redis":
+        if base == "chatapp-redis":
             env["CHATAPP_REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
             command += ["--workers", "2"]
-        return Server(name, [*command, app], env, "/healthz", log_dir)
+        return Server(name, [*command, app], env, "/healthz", log_dir, cwd=TREES[rev] if rev else ROOT)
     if name == "flask":
         return Server(name, [gunicorn, "-c", "bench/peers/flask_gunicorn.conf.py", "--bind", "127.0.0.1:{port}", "bench.peers.flask_app:app"], {}, "/healthz", log_dir)
     if name == "sse-starlette":
@@ -110,7 +125,7 @@ def run_stream(name: str, workload: str, size: dict[str, Any], opts: Options, *,
     """W1/W2 (and W4's versions of them): N streams of tokens, full speed or paced."""
     with ExitStack() as stack:
         redis = None
-        if name == "chatapp-redis":
+        if name.startswith("chatapp-redis"):
             redis = stack.enter_context(running_redis(opts.log_dir))
         server = stack.enter_context(running(make_server(name, size, workload=workload, log_dir=opts.log_dir, redis_port=redis.port if redis else None)))
         tools: dict[str, Any] = {}
@@ -170,7 +185,7 @@ def run_stream(name: str, workload: str, size: dict[str, Any], opts: Options, *,
 def run_idle(name: str, size: dict[str, Any], opts: Options) -> dict[str, Any]:
     """W3: N idle streams held open with heartbeats."""
     with running(make_server(name, size, workload="W3", log_dir=opts.log_dir)) as server:
-        path = {"target": "chatapp"} if name == "chatapp" else {"target": "peer", "path": "/idle"}
+        path = {"target": "chatapp"} if name.startswith("chatapp") else {"target": "peer", "path": "/idle"}
         config = {"mode": "idle", "streams": size["streams"], "hold_s": size["hold_s"], "hb": size["hb"], "concurrency": 256, "setup_concurrency": 64, **path}
         result, marks = drive(server, config, timeout=120 + size["streams"] / 50)
     before, sessions, opened, held = marks["before"], marks["sessions"], marks["opened"], marks["held"]
@@ -234,12 +249,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-syscalls", action="store_true", help="skip the separate W1 run that counts syscalls")
     parser.add_argument("--write", choices=("auto", "yes", "no"), default="auto", help="update BENCHMARKS.md (auto: full runs only)")
     parser.add_argument("--label", default="", help="a name for this run in the saved results")
+    parser.add_argument("--compare", default="", help="also run chatapp as of these git revisions (comma-separated), side by side")
     args = parser.parse_args(argv)
 
     repeat = args.repeat or (1 if args.quick else 3)
     sizes = QUICK if args.quick else FULL
     only = [w.strip().upper() for w in args.only.split(",") if w.strip()]
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+    revisions = [r.strip() for r in args.compare.split(",") if r.strip()]
     full_run = not args.quick and set(only) == set(WORKLOADS) and set(servers) == set(PEERS) and repeat >= 3
     write = args.write == "yes" or (args.write == "auto" and full_run)
 
@@ -255,6 +272,10 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}
     log_dir = Path(tempfile.mkdtemp(prefix="chatapp-bench-"))
     opts = Options(sizes, log_dir, args.profile)
+    for rev in revisions:
+        TREES[rev] = snapshot(rev, log_dir)
+        servers.insert(servers.index("chatapp") + 1 if "chatapp" in servers else 0, f"chatapp@{rev}")
+    full_run = full_run and not revisions
     print(f"bench: logs in {log_dir}; load {meta['load_before']}", file=sys.stderr)
 
     def record(workload: str, server: str, value: dict[str, Any]) -> None:
@@ -266,9 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in range(repeat):
         print(f"bench: repeat {r + 1}/{repeat}", file=sys.stderr)
         for workload in only:
-            for name in servers if workload != "W4" else ["chatapp-redis"]:
-                if workload == "W4" and "chatapp" not in servers:
-                    continue
+            redis_servers = [n.replace("chatapp", "chatapp-redis") for n in servers if n.startswith("chatapp")]
+            for name in servers if workload != "W4" else redis_servers:
                 try:
                     if workload == "W1":
                         record("W1", name, run_stream(name, "W1", sizes["W1"], opts))
@@ -290,11 +310,12 @@ def main(argv: list[str] | None = None) -> int:
                 record("W1-syscalls", name, run_stream(name, "W1", sizes["W1"], opts, syscalls=True))
             except Exception as exc:
                 print(f"bench: syscalls {name} failed: {exc}", file=sys.stderr)
-        if "W4" in only and "chatapp" in servers:
-            try:
-                record("W4-syscalls", "chatapp-redis", run_stream("chatapp-redis", "W1", sizes["W1"], opts, syscalls=True))
-            except Exception as exc:
-                print(f"bench: syscalls chatapp-redis failed: {exc}", file=sys.stderr)
+        if "W4" in only:
+            for name in [n.replace("chatapp", "chatapp-redis") for n in servers if n.startswith("chatapp")]:
+                try:
+                    record("W4-syscalls", name, run_stream(name, "W1", sizes["W1"], opts, syscalls=True))
+                except Exception as exc:
+                    print(f"bench: syscalls {name} failed: {exc}", file=sys.stderr)
     profile_text = None
     if args.profile and "chatapp" in servers:
         value = run_stream("chatapp", "W1", sizes["W1"], opts, profile=True)

@@ -97,6 +97,9 @@ class Server:
     log_dir: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
+    #: Where the server starts (and imports ``wsgi``, ``chatapp`` and ``bench`` from):
+    #: the checkout, or a snapshot of another revision to compare with.
+    cwd: Path = ROOT
 
     def start(self) -> Server:
         environ = {k: v for k, v in os.environ.items() if not k.startswith(("CHATAPP_", "OPENAI_", "WEB_CONCURRENCY"))}
@@ -106,7 +109,7 @@ class Server:
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
             ["taskset", "-c", SERVER_CORE, *command],
-            cwd=ROOT,
+            cwd=self.cwd,
             env=environ,
             stdout=self._log,
             stderr=subprocess.STDOUT,

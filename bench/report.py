@@ -30,6 +30,12 @@ LABELS = {
 PACKAGES = ["flask", "werkzeug", "gunicorn", "gevent", "greenlet", "redis", "uvicorn", "uvloop", "httptools", "starlette", "sse-starlette", "fastapi", "pydantic"]
 
 
+def label(name: str) -> str:
+    base, _, rev = name.partition("@")
+    text = LABELS.get(base, base)
+    return f"{text} at `{rev}`" if rev else text
+
+
 def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -146,7 +152,7 @@ def render(results: dict[str, dict[str, list[dict[str, Any]]]], meta: dict[str, 
         ]
         for name, runs in w1.items():
             lines.append(
-                f"| {LABELS.get(name, name)} | {cell(runs, 'events_per_s')} | {ratio(med(runs, 'events_per_s'), med(base, 'events_per_s'))} "
+                f"| {label(name)} | {cell(runs, 'events_per_s')} | {ratio(med(runs, 'events_per_s'), med(base, 'events_per_s'))} "
                 f"| {cell(runs, 'cpu_per_100k', 2)} | {cell(runs, 'server_cpu_pct')} | {_maxcell(runs, 'loadgen_cpu_pct')} | {_failed(runs)} |"
             )
         lines.append("")
@@ -166,7 +172,7 @@ def render(results: dict[str, dict[str, list[dict[str, Any]]]], meta: dict[str, 
             c, t = run["syscalls"], max(1, run["tokens"])
             reads = (c.get("recvfrom", 0) + c.get("read", 0)) / t
             lines.append(
-                f"| {LABELS.get(name, name)} | {run['syscalls_per_event']:.3f} | {run['writes_per_event']:.3f} "
+                f"| {label(name)} | {run['syscalls_per_event']:.3f} | {run['writes_per_event']:.3f} "
                 f"| {c.get('getsockopt', 0) / t:.3f} | {c.get('epoll_wait', 0) / t:.3f} | {reads:.3f} |"
             )
         lines.append("")
@@ -186,7 +192,7 @@ def render(results: dict[str, dict[str, list[dict[str, Any]]]], meta: dict[str, 
         ]
         for name, runs in w2.items():
             lines.append(
-                f"| {LABELS.get(name, name)} | {cell(runs, 'p50_ms', 2)} | {cell(runs, 'p99_ms', 2)} | {cell(runs, 'max_ms', 1)} "
+                f"| {label(name)} | {cell(runs, 'p50_ms', 2)} | {cell(runs, 'p99_ms', 2)} | {cell(runs, 'max_ms', 1)} "
                 f"| {cell(runs, 'steady_cpu_pct', 1)} | {ratio(med(runs, 'steady_cpu_pct'), med(base2, 'steady_cpu_pct'))} "
                 f"| {_maxcell(runs, 'loadgen_cpu_pct')} | {_failed(runs)} |"
             )
@@ -205,29 +211,33 @@ def render(results: dict[str, dict[str, list[dict[str, Any]]]], meta: dict[str, 
             "|---|---|---|---|---|---|---|---|",
         ]
         for name, runs in w3.items():
-            session = cell(runs, "kib_per_session", 1) if name == "chatapp" else "–"
+            session = cell(runs, "kib_per_session", 1) if name.startswith("chatapp") else "–"
             lines.append(
-                f"| {LABELS.get(name, name)} | {cell(runs, 'open_s', 2)} | {cell(runs, 'kib_per_stream', 1)} "
+                f"| {label(name)} | {cell(runs, 'open_s', 2)} | {cell(runs, 'kib_per_stream', 1)} "
                 f"| {ratio(med(runs, 'kib_per_stream'), med(base3, 'kib_per_stream'))} | {session} "
                 f"| {cell(runs, 'heartbeat_cpu_pct', 1)} | {cell(runs, 'pings_per_stream_s', 2)} | {_failed(runs, 'failed_open')} |"
             )
         lines.append("")
-    w41, w42 = results.get("W4-W1", {}).get("chatapp-redis", []), results.get("W4-W2", {}).get("chatapp-redis", [])
+    w41, w42 = results.get("W4-W1", {}), results.get("W4-W2", {})
     if w41 or w42:
-        mem1 = w1.get("chatapp", [])
         lines += [
             "### W4: chatapp on Redis, two gunicorn workers",
             "",
             "redis-server (the bench's own, on a free port) shares core 0 with the two workers; its CPU counts as the server's.",
             "",
-            "| workload | events/s | × memory mode | Redis commands per token | p99 ms | server CPU % | failed streams |",
-            "|---|---|---|---|---|---|---|",
-            f"| W1 on Redis | {cell(w41, 'events_per_s')} | {ratio(med(w41, 'events_per_s'), med(mem1, 'events_per_s'))} "
-            f"| {cell(w41, 'redis_cmds_per_token', 3)} | – | {cell(w41, 'server_cpu_pct')} | {_failed(w41)} |",
-            f"| W2 on Redis | {cell(w42, 'events_per_s')} | – | {cell(w42, 'redis_cmds_per_token', 3)} | {cell(w42, 'p99_ms', 2)} "
-            f"| {cell(w42, 'steady_cpu_pct', 1)} | {_failed(w42)} |",
-            "",
+            "| server | workload | events/s | × memory mode | Redis commands per token | p50 ms | p99 ms | server CPU % | failed streams |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
+        for name in dict.fromkeys([*w41, *w42]):
+            memory = w1.get(name.replace("chatapp-redis", "chatapp"), [])
+            runs1, runs2 = w41.get(name, []), w42.get(name, [])
+            lines += [
+                f"| {label(name)} | W1 | {cell(runs1, 'events_per_s')} | {ratio(med(runs1, 'events_per_s'), med(memory, 'events_per_s'))} "
+                f"| {cell(runs1, 'redis_cmds_per_token', 3)} | – | – | {cell(runs1, 'server_cpu_pct')} | {_failed(runs1)} |",
+                f"| {label(name)} | W2 | {cell(runs2, 'events_per_s')} | – | {cell(runs2, 'redis_cmds_per_token', 3)} "
+                f"| {cell(runs2, 'p50_ms', 2)} | {cell(runs2, 'p99_ms', 2)} | {cell(runs2, 'steady_cpu_pct', 1)} | {_failed(runs2)} |",
+            ]
+        lines.append("")
     if profile:
         lines += ["### Profile of chatapp's worker under W1 (py-spy)", "", "```text", profile.rstrip(), "```", ""]
     lines.append(END)
