@@ -24,6 +24,10 @@ _WORDS = (
 )
 
 
+#: At full speed (no delay), the longest the demo runs before letting others run.
+_FULL_SPEED_SLICE = 0.001
+
+
 class DemoProvider(Provider):
     name = "demo"
     default_model = "demo"
@@ -43,13 +47,18 @@ class DemoProvider(Provider):
     def stream(self, request: ChatRequest, cancelled: threading.Event) -> Iterator[str | Completion]:
         pieces = self.reply_for(request.messages[-1].content if request.messages else "")
         prompt_tokens = sum(len(m.content.split()) for m in request.messages)
+        slice_started = time.monotonic()
         for piece in pieces:
             if self.delay:
                 if cancelled.wait(self.delay):
                     return
-            else:
-                # Give other greenlets (and threads) a turn even at full speed.
+            elif time.monotonic() - slice_started >= _FULL_SPEED_SLICE:
+                # Give other greenlets (and threads) a turn even at full speed; once a
+                # slice rather than once a word, so readers find the words made since
+                # and write them together, as they would from an upstream whose socket
+                # delivers several tokens per read.
                 time.sleep(0)
+                slice_started = time.monotonic()
             yield piece
         yield Completion(
             "stop",
