@@ -45,3 +45,10 @@ def on_starting(server):
             "the owner cookie; without it each worker would make its own and forget the "
             "others' users. Set CHATAPP_SECRET_KEY to a long random string (the same on every host)."
         )
+
+
+def post_worker_init(worker):
+    """Tune each worker once the app is loaded (see chatapp.serving)."""
+    from chatapp.serving import tune_worker
+
+    tune_worker(worker)
