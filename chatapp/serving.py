@@ -2,6 +2,9 @@
 
 Once per worker after the app is loaded (``post_worker_init``):
 
+- ``gc.freeze()``: everything built at start-up (modules, the app, its routes) moves
+  to the permanent generation, so the collections that thousands of open streams
+  trigger no longer walk it again and again.
 - Under the gevent worker, one ``send`` per response write. gunicorn writes each item
   of the response iterable with ``sock.sendall``, and gevent's ``sendall`` first asks
   the kernel for the socket's send buffer size (a ``getsockopt`` syscall, there to
@@ -15,6 +18,7 @@ gunicorn gevent worker process.
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 __all__ = ["tune_worker", "write"]
@@ -29,6 +33,8 @@ def tune_worker(worker: Any) -> None:
         # every body item; the signature is kept.
         if getattr(util, "write", None) is not None and getattr(util.write, "__module__", "") == "gunicorn.util":
             util.write = write
+    gc.collect()
+    gc.freeze()
 
 
 def write(sock: Any, data: bytes | str, chunked: bool = False) -> None:

@@ -173,7 +173,10 @@ class MemoryBroker(Broker):
             if events or timeout <= 0:
                 return events
             session.waiting = True
-        changed.wait(timeout)
+        if not changed.wait(timeout):
+            # Not set, so nothing was published and the session is still there (both
+            # set it): a quiet period, which costs no second look (a heartbeat's path).
+            return []
         with self._lock:
             if session.deleted:
                 raise SessionNotFoundError()
