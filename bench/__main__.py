@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -34,12 +35,12 @@ from .harness import ROOT, VENV_BIN, PerfSyscalls, PySpy, Server, drive, free_po
 FULL = {
     "W1": {"streams": 100, "tokens": 2000},
     "W2": {"streams": 1000, "tokens": 200, "delay_ms": 50, "steady_s": 5},
-    "W3": {"streams": 10_000, "hold_s": 10, "hb": 1},
+    "W3": {"streams": 10_000, "hold_s": 15, "hb": 5},
 }
 QUICK = {
     "W1": {"streams": 20, "tokens": 500},
     "W2": {"streams": 200, "tokens": 60, "delay_ms": 50, "steady_s": 1},
-    "W3": {"streams": 1000, "hold_s": 3, "hb": 1},
+    "W3": {"streams": 1000, "hold_s": 5, "hb": 1},
 }
 WORKLOADS = ("W1", "W2", "W3", "W4")
 PEERS = ("chatapp", "flask", "sse-starlette", "fastapi", "node")
@@ -199,6 +200,7 @@ def run_idle(name: str, size: dict[str, Any], opts: Options) -> dict[str, Any]:
         "kib_per_session": (sessions.rss_kib - before.rss_kib) / n,
         "rss_mib": opened.rss_kib / 1024,
         "heartbeat_cpu_pct": 100 * (held.cpu_s - opened.cpu_s) / (held.t - opened.t),
+        "cpu_us_per_ping": 1e6 * (held.cpu_s - opened.cpu_s) / max(1, result["hold_pings"]),
         "pings_per_stream_s": result["pings_per_stream_s"],
         "loadgen_cpu_pct": result["loadgen_cpu_pct"],
     }
@@ -260,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     full_run = not args.quick and set(only) == set(WORKLOADS) and set(servers) == set(PEERS) and repeat >= 3
     write = args.write == "yes" or (args.write == "auto" and full_run)
 
+    # A stop (Ctrl-C, SIGTERM) still stops the servers it started: the finally blocks run.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     # The orchestrator shares the client's core; the server has the other one to itself.
     os.sched_setaffinity(0, {1})
     try:

@@ -207,15 +207,15 @@ def render(results: dict[str, dict[str, list[dict[str, Any]]]], meta: dict[str, 
             "Memory is the growth of the server's RSS while the streams open (for chatapp, after its sessions were created,",
             "which the next column shows apart); heartbeat CPU is the server's CPU while the streams are held.",
             "",
-            "| server | time to open all, s | KiB per stream | × Flask | KiB per chatapp session | heartbeat CPU % | pings per stream per s | failed to open |",
-            "|---|---|---|---|---|---|---|---|",
+            "| server | time to open all, s | KiB per stream | × Flask | KiB per chatapp session | heartbeat CPU % | CPU µs per heartbeat | pings per stream per s | failed to open |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for name, runs in w3.items():
             session = cell(runs, "kib_per_session", 1) if name.startswith("chatapp") else "–"
             lines.append(
                 f"| {label(name)} | {cell(runs, 'open_s', 2)} | {cell(runs, 'kib_per_stream', 1)} "
                 f"| {ratio(med(runs, 'kib_per_stream'), med(base3, 'kib_per_stream'))} | {session} "
-                f"| {cell(runs, 'heartbeat_cpu_pct', 1)} | {cell(runs, 'pings_per_stream_s', 2)} | {_failed(runs, 'failed_open')} |"
+                f"| {cell(runs, 'heartbeat_cpu_pct', 1)} | {cell(runs, 'cpu_us_per_ping', 1)} | {cell(runs, 'pings_per_stream_s', 2)} | {_failed(runs, 'failed_open')} |"
             )
         lines.append("")
     w41, w42 = results.get("W4-W1", {}), results.get("W4-W2", {})
