@@ -52,11 +52,12 @@ class Event:
 
     __slots__ = ("id", "event", "data", "frame")
 
-    def __init__(self, id: str, event: str, data: str) -> None:
+    def __init__(self, id: str, event: str, data: str, frame: bytes | None = None) -> None:
         self.id = id
         self.event = event
         self.data = data
-        self.frame = encode_event(event, id, data)
+        # A broker that keeps the encoded frame passes it in, so it is encoded only once.
+        self.frame = encode_event(event, id, data) if frame is None else frame
 
     def payload(self) -> dict[str, Any]:
         return json.loads(self.data)

@@ -15,6 +15,7 @@ from bisect import bisect_right
 from collections.abc import Sequence
 
 from ..errors import ConflictError, SessionNotFoundError
+from ..sse import encode_event
 from .base import Broker, Event, Message, SessionInfo, TurnHandle, parse_event_id
 
 __all__ = ["MemoryBroker"]
@@ -32,8 +33,11 @@ class _Session:
         self.owner = owner
         self.messages: list[Message] = []
         # The log keeps the previous turn and the current one, so a slow reader of the
-        # previous turn still finds its ``end`` after the next turn has begun.
-        self.events: list[Event] = []
+        # previous turn still finds its ``end`` after the next turn has begun. Each entry
+        # is a plain ``(id, event, data, frame)`` tuple rather than an :class:`Event`:
+        # tuples of strings leave the garbage collector's lists after its first look, so
+        # thousands of logged events cost no collection time; readers get Events.
+        self.events: list[tuple[str, str, str, bytes]] = []
         self.keys: list[tuple[int, int]] = []
         self.turn_start = 0
         self.last_key = (0, 0)
@@ -46,12 +50,6 @@ class _Session:
         self.waiting = False
         self.deleted = False
         self.touched = time.monotonic()
-
-    def next_key(self) -> tuple[int, int]:
-        ms = time.time_ns() // 1_000_000
-        last_ms, seq = self.last_key
-        self.last_key = (ms, 0) if ms > last_ms else (last_ms, seq + 1)
-        return self.last_key
 
     def wake_readers(self) -> None:
         if not self.waiting:
@@ -66,7 +64,7 @@ class MemoryBroker(Broker):
 
     def __init__(self, *, session_ttl_seconds: float = 86_400) -> None:
         self._sessions: dict[str, _Session] = {}
-        self._lock = threading.Lock()
+        self._lock = _plain_lock()
         self._ttl = session_ttl_seconds
         self._swept = time.monotonic()
 
@@ -155,10 +153,18 @@ class MemoryBroker(Broker):
 
     @staticmethod
     def _append(session: _Session, events: Sequence[tuple[str, str]]) -> None:
+        # Once per token: ids are "<ms>-<seq>", the sequence counting within a millisecond.
+        now = time.time_ns() // 1_000_000
+        ms, seq = session.last_key
         for name, data in events:
-            key = session.next_key()
-            session.events.append(Event(f"{key[0]}-{key[1]}", name, data))
-            session.keys.append(key)
+            if now > ms:
+                ms, seq = now, 0
+            else:
+                seq += 1
+            event_id = f"{ms}-{seq}"
+            session.events.append((event_id, name, data, encode_event(name, event_id, data)))
+            session.keys.append((ms, seq))
+        session.last_key = (ms, seq)
         session.wake_readers()
 
     # -- readers ----------------------------------------------------------------------
@@ -188,8 +194,10 @@ class MemoryBroker(Broker):
         if after_key is None or not keys or after_key < keys[0]:
             # No id, or one older than everything kept: the reader missed whole turns
             # and gets the latest one from its start, as a fresh reader would.
-            return session.events[session.turn_start:]
-        return session.events[bisect_right(keys, after_key):]
+            start = session.turn_start
+        else:
+            start = bisect_right(keys, after_key)
+        return [Event(*entry) for entry in session.events[start:]]
 
     def _require(self, session_id: str) -> _Session:
         session = self._sessions.get(session_id)
@@ -199,6 +207,23 @@ class MemoryBroker(Broker):
 
     def ping(self) -> bool:
         return True
+
+
+def _plain_lock() -> threading.Lock:
+    """The operating system's lock, even where gevent has patched ``threading``.
+
+    Every section it guards is a few dict and list operations that never block or
+    yield to gevent's hub, so under gevent no greenlet can find it held, and under
+    threads it is the lock they need; gevent's cooperative lock would cost as much
+    as the rest of a publish, once per token. Nothing that can block may run under it.
+    """
+    try:
+        from gevent import monkey
+    except ImportError:  # pragma: no cover - gevent is a core dependency
+        return threading.Lock()
+    if monkey.is_module_patched("threading"):
+        return monkey.get_original("_thread", "allocate_lock")()
+    return threading.Lock()
 
 
 def _message_id() -> str:
