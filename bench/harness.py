@@ -210,7 +210,7 @@ class PerfSyscalls:
 class PySpy:
     """A sampling profile of one server process during the window (collapsed stacks)."""
 
-    def __init__(self, pid: int, out: Path, rate: int = 250) -> None:
+    def __init__(self, pid: int, out: Path, rate: int = 1000) -> None:
         self.out = out
         self.process = subprocess.Popen(
             [str(VENV_BIN / "py-spy"), "record", "-p", str(pid), "-r", str(rate), "-f", "raw", "-o", str(out), "--nonblocking"],

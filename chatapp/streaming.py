@@ -108,11 +108,11 @@ class EventStream:
                 if events:
                     end = None if follow else _index_of_end(events)
                     if end is not None:
-                        yield pending + b"".join(e.frame for e in events[: end + 1])
+                        yield pending + b"".join([e.frame for e in events[: end + 1]])
                         return
                     after = events[-1].id
                     # Everything already waiting goes out in one write.
-                    yield pending + b"".join(e.frame for e in events)
+                    yield pending + b"".join([e.frame for e in events])
                     pending = b""
                 elif pending:
                     yield pending

@@ -20,6 +20,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from ..sse import encode_event
@@ -47,17 +48,22 @@ class Message:
         return {"id": self.id, "role": self.role, "content": self.content}
 
 
-class Event:
-    """One event of a turn. Its wire bytes are encoded once and shared by every reader."""
+class Event(tuple):
+    """One event of a turn. Its wire bytes are encoded once and shared by every reader.
 
-    __slots__ = ("id", "event", "data", "frame")
+    Underneath it is the tuple ``(id, event, data, frame)``, so a broker that stores
+    those four makes an Event for a reader at the cost of a tuple, with no encoding.
+    """
 
-    def __init__(self, id: str, event: str, data: str, frame: bytes | None = None) -> None:
-        self.id = id
-        self.event = event
-        self.data = data
-        # A broker that keeps the encoded frame passes it in, so it is encoded only once.
-        self.frame = encode_event(event, id, data) if frame is None else frame
+    __slots__ = ()
+
+    def __new__(cls, id: str, event: str, data: str, frame: bytes | None = None) -> Event:
+        return tuple.__new__(cls, (id, event, data, encode_event(event, id, data) if frame is None else frame))
+
+    id: str = property(itemgetter(0), doc="The event id, ``<ms>-<seq>``.")  # type: ignore[assignment]
+    event: str = property(itemgetter(1), doc="The event name: start, token, error, end.")  # type: ignore[assignment]
+    data: str = property(itemgetter(2), doc="The JSON data.")  # type: ignore[assignment]
+    frame: bytes = property(itemgetter(3), doc="The encoded frame, as sent.")  # type: ignore[assignment]
 
     def payload(self) -> dict[str, Any]:
         return json.loads(self.data)

@@ -165,7 +165,8 @@ class MemoryBroker(Broker):
             session.events.append((event_id, name, data, encode_event(name, event_id, data)))
             session.keys.append((ms, seq))
         session.last_key = (ms, seq)
-        session.wake_readers()
+        if session.waiting:
+            session.wake_readers()
 
     # -- readers ----------------------------------------------------------------------
 
@@ -197,7 +198,8 @@ class MemoryBroker(Broker):
             start = session.turn_start
         else:
             start = bisect_right(keys, after_key)
-        return [Event(*entry) for entry in session.events[start:]]
+        new = tuple.__new__
+        return [new(Event, entry) for entry in session.events[start:]]
 
     def _require(self, session_id: str) -> _Session:
         session = self._sessions.get(session_id)

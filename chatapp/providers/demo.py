@@ -40,7 +40,7 @@ class DemoProvider(Provider):
         """The reply's pieces for ``text``: a word each, spaces kept with the words."""
         seed = int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big")
         rng = random.Random(seed)
-        words = [rng.choice(_WORDS) for _ in range(self.reply_words)]
+        words = rng.choices(_WORDS, k=self.reply_words)
         words[0] = words[0].capitalize()
         return [words[0]] + [" " + word for word in words[1:-1]] + [f" {words[-1]}."][: len(words) - 1]
 
