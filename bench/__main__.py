@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, help="runs of each workload per server (default 3, quick 1)")
     parser.add_argument("--only", default=",".join(WORKLOADS), help="workloads to run, e.g. W1,W3")
     parser.add_argument("--servers", default=",".join(PEERS), help="servers to run (W4 is chatapp on Redis only)")
-    parser.add_argument("--profile", action="store_true", help="also profile chatapp's worker under W1 with py-spy")
+    parser.add_argument("--profile", nargs="?", const="W1", choices=("W1", "W2"), help="also profile chatapp's worker under W1 (or W2) with py-spy")
     parser.add_argument("--no-syscalls", action="store_true", help="skip the separate W1 run that counts syscalls")
     parser.add_argument("--write", choices=("auto", "yes", "no"), default="auto", help="update BENCHMARKS.md (auto: full runs only)")
     parser.add_argument("--label", default="", help="a name for this run in the saved results")
@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = report.machine(sizes=sizes, repeat=repeat, argv=sys.argv[1:] if argv is None else argv)
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}
     log_dir = Path(tempfile.mkdtemp(prefix="chatapp-bench-"))
-    opts = Options(sizes, log_dir, args.profile)
+    opts = Options(sizes, log_dir, bool(args.profile))
     for rev in revisions:
         TREES[rev] = snapshot(rev, log_dir)
         servers.insert(servers.index("chatapp") + 1 if "chatapp" in servers else 0, f"chatapp@{rev}")
@@ -322,14 +322,16 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"bench: syscalls {name} failed: {exc}", file=sys.stderr)
     profile_text = None
     if args.profile and "chatapp" in servers:
-        value = run_stream("chatapp", "W1", sizes["W1"], opts, profile=True)
-        record("W1-profile", "chatapp", value)
+        size = sizes["W1"] if args.profile == "W1" else {**sizes["W2"], "stamp": True}
+        value = run_stream("chatapp", args.profile, size, opts, profile=True)
+        record(f"{args.profile}-profile", "chatapp", value)
         profile_text = report.summarize_profile(Path(value["profile_path"]))
         print(profile_text, file=sys.stderr)
 
     meta["load_after"] = report.load_average()
     meta["duration_s"] = round(time.monotonic() - started)
     meta["label"] = args.label
+    meta["profiled"] = args.profile
     saved = ROOT / "bench" / "results"
     saved.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -239,7 +239,7 @@ def render(results: dict[str, dict[str, list[dict[str, Any]]]], meta: dict[str, 
             ]
         lines.append("")
     if profile:
-        lines += ["### Profile of chatapp's worker under W1 (py-spy)", "", "```text", profile.rstrip(), "```", ""]
+        lines += [f"### Profile of chatapp's worker under {meta.get('profiled', 'W1')} (py-spy)", "", "```text", profile.rstrip(), "```", ""]
     lines.append(END)
     return "\n".join(lines)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -90,3 +92,18 @@ def test_token_data_is_compact_utf8_json_whatever_the_text() -> None:
     # Byte for byte what json.dumps gives with the settings every other event uses.
     assert [e.data for e in tokens] == [json.dumps({"text": t}, ensure_ascii=False, separators=(",", ":")) for t in texts]
     assert [e.payload()["text"] for e in tokens] == texts
+
+
+def test_turn_cancel_flag_is_gevents_event_in_a_patched_worker() -> None:
+    # gunicorn's master imports chatapp before the gevent worker patches threading; a
+    # turn started in the worker must still wait on gevent's Event, not the stdlib's.
+    code = (
+        "import chatapp.broker.base as base\n"
+        "from gevent import monkey\n"
+        "monkey.patch_all()\n"
+        "import threading\n"
+        "turn = base.TurnHandle('s', 'm', ())\n"
+        "assert type(turn.cancelled) is threading.Event, type(turn.cancelled)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr

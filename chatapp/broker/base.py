@@ -87,7 +87,11 @@ class TurnHandle:
     session_id: str
     message_id: str
     history: tuple[Message, ...]
-    cancelled: threading.Event = field(default_factory=threading.Event)
+    # Looked up when a turn starts, not when this module is imported: gunicorn's
+    # master imports chatapp before its gevent worker patches threading, and the
+    # unpatched Event waits on a lock-based Condition, many times the cost of
+    # gevent's own Event for the wait between paced tokens.
+    cancelled: threading.Event = field(default_factory=lambda: threading.Event())
 
 
 class Reader:
