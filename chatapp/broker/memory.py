@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from ..errors import ConflictError, SessionNotFoundError
 from ..sse import encode_event
-from .base import Broker, Event, Message, SessionInfo, TurnHandle, parse_event_id
+from .base import Broker, Event, Message, Reader, SessionInfo, TurnHandle, parse_event_id
 
 __all__ = ["MemoryBroker"]
 
@@ -25,7 +25,7 @@ _SWEEP_EVERY_SECONDS = 60.0
 
 class _Session:
     __slots__ = (
-        "owner", "messages", "events", "keys", "turn_start", "last_key",
+        "owner", "messages", "events", "keys", "dropped", "turn_start", "last_key",
         "turn", "changed", "waiting", "deleted", "touched",
     )
 
@@ -39,6 +39,9 @@ class _Session:
         # thousands of logged events cost no collection time; readers get Events.
         self.events: list[tuple[str, str, str, bytes]] = []
         self.keys: list[tuple[int, int]] = []
+        # How many entries were dropped from the front: positions readers keep are
+        # counted from the session's first event ever, so they survive the trim.
+        self.dropped = 0
         self.turn_start = 0
         self.last_key = (0, 0)
         self.turn: TurnHandle | None = None
@@ -119,6 +122,7 @@ class MemoryBroker(Broker):
             session.messages.append(Message(_message_id(), "user", text))
             drop = session.turn_start
             del session.events[:drop], session.keys[:drop]
+            session.dropped += drop
             session.turn_start = len(session.events)
             session.touched = time.monotonic()
             turn = TurnHandle(session_id, _message_id(), tuple(session.messages))
@@ -170,13 +174,16 @@ class MemoryBroker(Broker):
 
     # -- readers ----------------------------------------------------------------------
 
-    def read(self, session_id: str, after: str | None, timeout: float) -> list[Event]:
-        after_key = None if after is None else parse_event_id(after)
+    def reader(self, session_id: str) -> Reader:
+        return _MemoryReader(self, session_id)
+
+    def read(self, session_id: str, after: str | None, timeout: float, place: list | None = None) -> list[Event]:
+        """See :meth:`Broker.read`. ``place`` is a reader's ``[last id, position]``."""
         with self._lock:
             session = self._require(session_id)
             # Take the waiter before looking, so a publish in between still wakes us.
             changed = session.changed
-            events = self._events_after(session, after_key)
+            events = self._events_after(session, after, place)
             if events or timeout <= 0:
                 return events
             session.waiting = True
@@ -187,19 +194,29 @@ class MemoryBroker(Broker):
         with self._lock:
             if session.deleted:
                 raise SessionNotFoundError()
-            return self._events_after(session, after_key)
+            return self._events_after(session, after, place)
 
     @staticmethod
-    def _events_after(session: _Session, after_key: tuple[int, int] | None) -> list[Event]:
-        keys = session.keys
-        if after_key is None or not keys or after_key < keys[0]:
-            # No id, or one older than everything kept: the reader missed whole turns
-            # and gets the latest one from its start, as a fresh reader would.
-            start = session.turn_start
-        else:
-            start = bisect_right(keys, after_key)
+    def _events_after(session: _Session, after: str | None, place: list | None) -> list[Event]:
+        start = 0
+        if place is not None and after is not None and place[0] == after:
+            # The reader asks from where its last read ended: no id to parse or search.
+            # (At 0 or below its last event is no longer kept: the rules below apply.)
+            start = place[1] - session.dropped
+        if start <= 0:
+            keys = session.keys
+            after_key = None if after is None else parse_event_id(after)
+            if after_key is None or not keys or after_key < keys[0]:
+                # No id, or one older than everything kept: the reader missed whole turns
+                # and gets the latest one from its start, as a fresh reader would.
+                start = session.turn_start
+            else:
+                start = bisect_right(keys, after_key)
         new = tuple.__new__
-        return [new(Event, entry) for entry in session.events[start:]]
+        events = [new(Event, entry) for entry in session.events[start:]]
+        if place is not None and events:
+            place[0], place[1] = events[-1].id, session.dropped + start + len(events)
+        return events
 
     def _require(self, session_id: str) -> _Session:
         session = self._sessions.get(session_id)
@@ -209,6 +226,18 @@ class MemoryBroker(Broker):
 
     def ping(self) -> bool:
         return True
+
+
+class _MemoryReader(Reader):
+    """A reader that remembers where its last read ended."""
+
+    def __init__(self, broker: MemoryBroker, session_id: str) -> None:
+        super().__init__(broker, session_id)
+        self._memory = broker
+        self._place: list = [None, 0]
+
+    def read(self, after: str | None, timeout: float) -> list[Event]:
+        return self._memory.read(self.session_id, after, timeout, self._place)
 
 
 def _plain_lock() -> threading.Lock:
