@@ -71,6 +71,11 @@ _MIN_WRITE_INTERVAL = 0.002
 #: The most events one stream entry holds; more are split over several entries.
 _BATCH_MAX = 512
 _READ_COUNT = 256
+# The field names of an entry's events, made once rather than per event.
+_NAME_FIELDS = [f"e{i}" for i in range(_BATCH_MAX)]
+_DATA_FIELDS = [f"d{i}" for i in range(_BATCH_MAX)]
+_NAME_KEYS = [name.encode() for name in _NAME_FIELDS]
+_DATA_KEYS = [name.encode() for name in _DATA_FIELDS]
 
 # Open a turn: refuse when one runs; store the user's message; trim the log to the
 # previous turn; remember where the new turn starts.
@@ -297,7 +302,7 @@ class _Producer:
         ids = self.ids(len(events))
         fields: list[Any] = ["n", str(len(events))]
         for index, (name, data) in enumerate(events):
-            fields += [f"e{index}", name, f"d{index}", data]
+            fields += [_NAME_FIELDS[index], name, _DATA_FIELDS[index], data]
         return ids[-1], fields
 
     def _run(self) -> None:
@@ -638,11 +643,14 @@ def _decode_entry(entry_id: str, fields: dict[bytes, bytes], after: tuple[int, i
     ms, last_seq = parse_event_id(entry_id)
     first_seq = last_seq - count + 1
     events = []
-    for index in range(count):
-        key = (ms, first_seq + index)
-        if key <= after:
+    for index in range(max(0, after[1] - first_seq + 1) if after[0] == ms else 0, count):
+        if (ms, first_seq + index) <= after:
             continue
-        events.append(Event(f"{ms}-{first_seq + index}", fields[f"e{index}".encode()].decode(), fields[f"d{index}".encode()].decode()))
+        if index < _BATCH_MAX:
+            name, data = fields[_NAME_KEYS[index]], fields[_DATA_KEYS[index]]
+        else:  # an entry larger than this version writes
+            name, data = fields[f"e{index}".encode()], fields[f"d{index}".encode()]
+        events.append(Event(f"{ms}-{first_seq + index}", name.decode(), data.decode()))
     return events
 
 
