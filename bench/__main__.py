@@ -188,7 +188,7 @@ def run_idle(name: str, size: dict[str, Any], opts: Options) -> dict[str, Any]:
     with running(make_server(name, size, workload="W3", log_dir=opts.log_dir)) as server:
         path = {"target": "chatapp"} if name.startswith("chatapp") else {"target": "peer", "path": "/idle"}
         config = {"mode": "idle", "streams": size["streams"], "hold_s": size["hold_s"], "hb": size["hb"], "concurrency": 256, "setup_concurrency": 64, **path}
-        result, marks = drive(server, config, timeout=120 + size["streams"] / 50)
+        result, marks = drive(server, config, timeout=60 + size["hold_s"] + size["streams"] / 200)
     before, sessions, opened, held = marks["before"], marks["sessions"], marks["opened"], marks["held"]
     n = size["streams"]
     return {
