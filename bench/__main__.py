@@ -71,7 +71,9 @@ def snapshot(rev: str, into: Path) -> Path:
     """The files of revision ``rev`` of this repository, unpacked under ``into``."""
     target = into / f"tree-{rev}"
     target.mkdir(parents=True)
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev], check=True, capture_output=True).stdout
+    # BENCH_REPO: the repository to take revisions from when this copy is not one.
+    repo = os.environ.get("BENCH_REPO", str(ROOT))
+    archive = subprocess.run(["git", "-C", repo, "archive", rev], check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
     return target
 
