@@ -24,6 +24,7 @@ __all__ = [
     "control_socket_disable",
     "on_starting",
     "post_fork",
+    "post_worker_init",
     "child_exit",
 ]
 
@@ -117,3 +118,10 @@ def post_fork(server: Any, worker: Any) -> None:
     from gunicorn import util
 
     util.write_error = _write_json_error
+
+
+def post_worker_init(worker: Any) -> None:
+    """Tune each worker once the app is loaded (see chatapp.serving)."""
+    from chatapp.serving import tune_worker
+
+    tune_worker(worker)

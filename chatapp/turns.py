@@ -16,6 +16,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable
+from json.encoder import encode_basestring as _encode_string  # the C version when built
 from typing import Any
 
 from .broker.base import Broker, TurnHandle
@@ -44,7 +45,14 @@ def spawn(target: Callable[..., Any], *args: Any) -> None:
 def _json(value: dict[str, Any]) -> str:
     # ensure_ascii=False keeps non-ASCII text as UTF-8 on the wire, a third of the size
     # of \\u escapes for most scripts; JSON still escapes every line break.
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    if len(value) == 1 and type(value.get("text")) is str:
+        # A token's data, once per token: the same text as the encoder below gives,
+        # without building an encoder each time (a tenth of the cost).
+        return '{"text":' + _encode_string(value["text"]) + "}"
+    return _ENCODER.encode(value)
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 class TurnRunner:

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chatapp import ServerSentEvent
-from chatapp.sse import PING
+from chatapp.sse import PING, encode_event
 
 from .sseclient import SSEParser, parse_all
 
@@ -98,3 +98,36 @@ def test_round_trip_survives_any_chunking(datas: list[str], step: int) -> None:
     for start in range(0, len(raw), step):
         items += parser.feed(raw[start : start + step])
     assert [i.data for i in items] == [as_browser_sees(d) for d in datas]
+
+
+@pytest.mark.parametrize(
+    ("event", "id", "data"),
+    [
+        ("token", "1795261153151-0", '{"text":" flows"}'),
+        ("token", "1-0", ""),
+        ("token", "1-0", "é 😀 ✓ \u2028\x85"),
+        # Not the one-line case: these take the general encoder, with the same result.
+        ("token", "1-0", "a\nb"),
+        ("token", "1-0", "a\r\nb\r"),
+        ("token", "1-0", "line\n"),
+        ("token", "1-0", "a\ud800b"),
+        ("token", "1-0", "nul\0inside"),
+    ],
+)
+def test_encode_event_is_the_general_encoder_in_one_step(event: str, id: str, data: str) -> None:
+    assert encode_event(event, id, data) == ServerSentEvent(data=data, event=event, id=id).encode()
+
+
+@pytest.mark.parametrize(("event", "id"), [("to\nken", "1"), ("to\rken", "1"), ("to\0ken", "1"), ("token", "1\n2"), ("token", "1\r"), ("token", "1\0")])
+def test_encode_event_refuses_what_the_general_encoder_refuses(event: str, id: str) -> None:
+    with pytest.raises(ValueError):
+        encode_event(event, id, "x")
+
+
+@given(
+    data=st.text(alphabet=st.characters(codec="utf-8") | st.sampled_from("\r\n\0") | st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF)),
+    event=st.text(alphabet=st.characters(blacklist_characters="\r\n\0"), min_size=1),
+    id=st.from_regex(r"\A[0-9a-z-]{0,12}\Z"),
+)
+def test_encode_event_matches_the_general_encoder(data: str, event: str, id: str) -> None:
+    assert encode_event(event, id, data) == ServerSentEvent(data=data, event=event, id=id).encode()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -80,3 +83,27 @@ def test_cancel_ends_with_cancelled_and_no_more_tokens() -> None:
 def test_nothing_generated_stores_no_empty_reply() -> None:
     broker, session_id, events = run([ProviderError("down")])
     assert [m.role for m in broker.get_session(session_id).messages] == ["user"]
+
+
+def test_token_data_is_compact_utf8_json_whatever_the_text() -> None:
+    texts = ['say "hi"', "back\\slash", "tab\tline\nbreak\r", "\x00\x1f", "é 😀 \u2028", "</script>"]
+    broker, session_id, _ = run(texts)
+    tokens = [e for e in broker.read(session_id, None, 0) if e.event == "token"]
+    # Byte for byte what json.dumps gives with the settings every other event uses.
+    assert [e.data for e in tokens] == [json.dumps({"text": t}, ensure_ascii=False, separators=(",", ":")) for t in texts]
+    assert [e.payload()["text"] for e in tokens] == texts
+
+
+def test_turn_cancel_flag_is_gevents_event_in_a_patched_worker() -> None:
+    # gunicorn's master imports chatapp before the gevent worker patches threading; a
+    # turn started in the worker must still wait on gevent's Event, not the stdlib's.
+    code = (
+        "import chatapp.broker.base as base\n"
+        "from gevent import monkey\n"
+        "monkey.patch_all()\n"
+        "import threading\n"
+        "turn = base.TurnHandle('s', 'm', ())\n"
+        "assert type(turn.cancelled) is threading.Event, type(turn.cancelled)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr

@@ -6,7 +6,8 @@ the same contract, checked by one test-suite run over all of them:
 - event ids are ``"<milliseconds>-<sequence>"`` strings, strictly increasing within a
   session across turns (the format of Redis Stream ids, so both backends look alike);
 - a read with no id starts at the latest turn's first event; a read with an id returns
-  every event after it that the broker still holds;
+  the events after it that the broker still holds, in order, a bounded number per call
+  (read again from the last one for the rest);
 - :meth:`Broker.read` blocks until an event arrives or the timeout passes, without
   polling, and returns an empty list on timeout;
 - one turn at a time per session: :meth:`Broker.begin_turn` is atomic, and so is its
@@ -22,9 +23,10 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
-from ..sse import ServerSentEvent
+from ..sse import encode_event
 
 __all__ = ["Broker", "Event", "Message", "Reader", "SessionInfo", "TurnHandle", "parse_event_id"]
 
@@ -54,16 +56,22 @@ class Message:
         return {"id": self.id, "role": self.role, "content": self.content}
 
 
-class Event:
-    """One event of a turn. Its wire bytes are encoded once and shared by every reader."""
+class Event(tuple):
+    """One event of a turn. Its wire bytes are encoded once and shared by every reader.
 
-    __slots__ = ("id", "event", "data", "frame")
+    Underneath it is the tuple ``(id, event, data, frame)``, so a broker that stores
+    those four makes an Event for a reader at the cost of a tuple, with no encoding.
+    """
 
-    def __init__(self, id: str, event: str, data: str) -> None:
-        self.id = id
-        self.event = event
-        self.data = data
-        self.frame = ServerSentEvent(data=data, event=event, id=id).encode()
+    __slots__ = ()
+
+    def __new__(cls, id: str, event: str, data: str, frame: bytes | None = None) -> Event:
+        return tuple.__new__(cls, (id, event, data, encode_event(event, id, data) if frame is None else frame))
+
+    id: str = property(itemgetter(0), doc="The event id, ``<ms>-<seq>``.")  # type: ignore[assignment]
+    event: str = property(itemgetter(1), doc="The event name: start, token, error, end.")  # type: ignore[assignment]
+    data: str = property(itemgetter(2), doc="The JSON data.")  # type: ignore[assignment]
+    frame: bytes = property(itemgetter(3), doc="The encoded frame, as sent.")  # type: ignore[assignment]
 
     def payload(self) -> dict[str, Any]:
         return json.loads(self.data)
@@ -87,7 +95,11 @@ class TurnHandle:
     session_id: str
     message_id: str
     history: tuple[Message, ...]
-    cancelled: threading.Event = field(default_factory=threading.Event)
+    # Looked up when a turn starts, not when this module is imported: gunicorn's
+    # master imports chatapp before its gevent worker patches threading, and the
+    # unpatched Event waits on a lock-based Condition, many times the cost of
+    # gevent's own Event for the wait between paced tokens.
+    cancelled: threading.Event = field(default_factory=lambda: threading.Event())
 
 
 class Reader:

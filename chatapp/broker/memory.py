@@ -15,42 +15,52 @@ from bisect import bisect_right
 from collections.abc import Sequence
 
 from ..errors import ConflictError, SessionNotFoundError
-from .base import HISTORY_FULL, Broker, Event, Message, SessionInfo, TurnHandle, parse_event_id
+from ..sse import encode_event
+from .base import HISTORY_FULL, Broker, Event, Message, Reader, SessionInfo, TurnHandle, parse_event_id
 
 __all__ = ["MemoryBroker"]
 
 _SWEEP_EVERY_SECONDS = 60.0
+#: The most events one read returns. A reader owed a long reply gets it in parts, so it
+#: never holds Events for all of it at once (a reader who stopped reading would keep them).
+_READ_MAX = 1024
 
 
 class _Session:
     __slots__ = (
-        "owner", "messages", "events", "keys", "turn_start", "last_key",
-        "turn", "changed", "deleted", "touched",
+        "owner", "messages", "events", "keys", "dropped", "turn_start", "last_key",
+        "turn", "changed", "waiting", "deleted", "touched",
     )
 
     def __init__(self, owner: str) -> None:
         self.owner = owner
         self.messages: list[Message] = []
         # The log keeps the previous turn and the current one, so a slow reader of the
-        # previous turn still finds its ``end`` after the next turn has begun.
-        self.events: list[Event] = []
+        # previous turn still finds its ``end`` after the next turn has begun. Each entry
+        # is a plain ``(id, event, data, frame)`` tuple rather than an :class:`Event`:
+        # tuples of strings leave the garbage collector's lists after its first look, so
+        # thousands of logged events cost no collection time; readers get Events.
+        self.events: list[tuple[str, str, str, bytes]] = []
         self.keys: list[tuple[int, int]] = []
+        # How many entries were dropped from the front: positions readers keep are
+        # counted from the session's first event ever, so they survive the trim.
+        self.dropped = 0
         self.turn_start = 0
         self.last_key = (0, 0)
         self.turn: TurnHandle | None = None
         # Readers wait on this; a publish sets it and installs a fresh one, which wakes
         # every waiting reader at once with no polling.
         self.changed = threading.Event()
+        # Whether a reader waits on ``changed``: a publish with nobody waiting (readers
+        # still busy writing the previous batch) then costs no new Event and no wake-up.
+        self.waiting = False
         self.deleted = False
         self.touched = time.monotonic()
 
-    def next_key(self) -> tuple[int, int]:
-        ms = time.time_ns() // 1_000_000
-        last_ms, seq = self.last_key
-        self.last_key = (ms, 0) if ms > last_ms else (last_ms, seq + 1)
-        return self.last_key
-
     def wake_readers(self) -> None:
+        if not self.waiting:
+            return
+        self.waiting = False
         changed, self.changed = self.changed, threading.Event()
         changed.set()
 
@@ -62,7 +72,7 @@ class MemoryBroker(Broker):
         self._sessions: dict[str, _Session] = {}
         # Session ids by owner, so counting an owner's sessions does not scan them all.
         self._by_owner: dict[str, set[str]] = {}
-        self._lock = threading.Lock()
+        self._lock = _plain_lock()
         self._ttl = session_ttl_seconds
         self._swept = time.monotonic()
 
@@ -115,6 +125,8 @@ class MemoryBroker(Broker):
         session.deleted = True
         if session.turn is not None:
             session.turn.cancelled.set()
+        # Wake every reader, waiting or about to: each finds the session gone.
+        session.waiting = True
         session.wake_readers()
 
     def _sweep(self) -> None:
@@ -139,6 +151,7 @@ class MemoryBroker(Broker):
             session.messages.append(Message(_message_id(), "user", text))
             drop = session.turn_start
             del session.events[:drop], session.keys[:drop]
+            session.dropped += drop
             session.turn_start = len(session.events)
             session.touched = time.monotonic()
             turn = TurnHandle(session_id, _message_id(), tuple(session.messages))
@@ -173,37 +186,66 @@ class MemoryBroker(Broker):
 
     @staticmethod
     def _append(session: _Session, events: Sequence[tuple[str, str]]) -> None:
+        # Once per token: ids are "<ms>-<seq>", the sequence counting within a millisecond.
+        now = time.time_ns() // 1_000_000
+        ms, seq = session.last_key
         for name, data in events:
-            key = session.next_key()
-            session.events.append(Event(f"{key[0]}-{key[1]}", name, data))
-            session.keys.append(key)
-        session.wake_readers()
+            if now > ms:
+                ms, seq = now, 0
+            else:
+                seq += 1
+            event_id = f"{ms}-{seq}"
+            session.events.append((event_id, name, data, encode_event(name, event_id, data)))
+            session.keys.append((ms, seq))
+        session.last_key = (ms, seq)
+        if session.waiting:
+            session.wake_readers()
 
     # -- readers ----------------------------------------------------------------------
 
-    def read(self, session_id: str, after: str | None, timeout: float) -> list[Event]:
-        after_key = None if after is None else parse_event_id(after)
+    def reader(self, session_id: str) -> Reader:
+        return _MemoryReader(self, session_id)
+
+    def read(self, session_id: str, after: str | None, timeout: float, place: list | None = None) -> list[Event]:
+        """See :meth:`Broker.read`. ``place`` is a reader's ``[last id, position]``."""
         with self._lock:
             session = self._require(session_id)
             # Take the waiter before looking, so a publish in between still wakes us.
             changed = session.changed
-            events = self._events_after(session, after_key)
-        if events or timeout <= 0:
-            return events
-        changed.wait(timeout)
+            events = self._events_after(session, after, place)
+            if events or timeout <= 0:
+                return events
+            session.waiting = True
+        if not changed.wait(timeout):
+            # Not set, so nothing was published and the session is still there (both
+            # set it): a quiet period, which costs no second look (a heartbeat's path).
+            return []
         with self._lock:
             if session.deleted:
                 raise SessionNotFoundError()
-            return self._events_after(session, after_key)
+            return self._events_after(session, after, place)
 
     @staticmethod
-    def _events_after(session: _Session, after_key: tuple[int, int] | None) -> list[Event]:
-        keys = session.keys
-        if after_key is None or not keys or after_key < keys[0]:
-            # No id, or one older than everything kept: the reader missed whole turns
-            # and gets the latest one from its start, as a fresh reader would.
-            return session.events[session.turn_start:]
-        return session.events[bisect_right(keys, after_key):]
+    def _events_after(session: _Session, after: str | None, place: list | None) -> list[Event]:
+        start = 0
+        if place is not None and after is not None and place[0] == after:
+            # The reader asks from where its last read ended: no id to parse or search.
+            # (At 0 or below its last event is no longer kept: the rules below apply.)
+            start = place[1] - session.dropped
+        if start <= 0:
+            keys = session.keys
+            after_key = None if after is None else parse_event_id(after)
+            if after_key is None or not keys or after_key < keys[0]:
+                # No id, or one older than everything kept: the reader missed whole turns
+                # and gets the latest one from its start, as a fresh reader would.
+                start = session.turn_start
+            else:
+                start = bisect_right(keys, after_key)
+        new = tuple.__new__
+        events = [new(Event, entry) for entry in session.events[start : start + _READ_MAX]]
+        if place is not None and events:
+            place[0], place[1] = events[-1].id, session.dropped + start + len(events)
+        return events
 
     def _require(self, session_id: str) -> _Session:
         session = self._live(session_id)
@@ -213,6 +255,35 @@ class MemoryBroker(Broker):
 
     def ping(self) -> bool:
         return True
+
+
+class _MemoryReader(Reader):
+    """A reader that remembers where its last read ended."""
+
+    def __init__(self, broker: MemoryBroker, session_id: str) -> None:
+        super().__init__(broker, session_id)
+        self._memory = broker
+        self._place: list = [None, 0]
+
+    def read(self, after: str | None, timeout: float) -> list[Event]:
+        return self._memory.read(self.session_id, after, timeout, self._place)
+
+
+def _plain_lock() -> threading.Lock:
+    """The operating system's lock, even where gevent has patched ``threading``.
+
+    Every section it guards is a few dict and list operations that never block or
+    yield to gevent's hub, so under gevent no greenlet can find it held, and under
+    threads it is the lock they need; gevent's cooperative lock would cost as much
+    as the rest of a publish, once per token. Nothing that can block may run under it.
+    """
+    try:
+        from gevent import monkey
+    except ImportError:  # pragma: no cover - gevent is a core dependency
+        return threading.Lock()
+    if monkey.is_module_patched("threading"):
+        return monkey.get_original("_thread", "allocate_lock")()
+    return threading.Lock()
 
 
 def _message_id() -> str:

@@ -71,8 +71,15 @@ LIVENESS_SECONDS = 3.0
 #: gather into batches; a token after a quiet spell still goes out at once.
 _MIN_WRITE_INTERVAL = 0.002
 #: The most events one stream entry holds; more are split over several entries.
-_BATCH_MAX = 512
-_READ_COUNT = 256
+_BATCH_MAX = 128
+#: Entries per read: at most 1,024 events, so a reader owed a long reply gets it in
+#: parts and never holds Events for all of it at once.
+_READ_COUNT = 8
+# The field names of an entry's events, made once rather than per event.
+_NAME_FIELDS = [f"e{i}" for i in range(_BATCH_MAX)]
+_DATA_FIELDS = [f"d{i}" for i in range(_BATCH_MAX)]
+_NAME_KEYS = [name.encode() for name in _NAME_FIELDS]
+_DATA_KEYS = [name.encode() for name in _DATA_FIELDS]
 
 # Open a turn: refuse when one runs; store the user's message; trim the log to the
 # previous turn; remember where the new turn starts.
@@ -332,7 +339,7 @@ class _Producer:
         ids = self.ids(len(events))
         fields: list[Any] = ["n", str(len(events))]
         for index, (name, data) in enumerate(events):
-            fields += [f"e{index}", name, f"d{index}", data]
+            fields += [_NAME_FIELDS[index], name, _DATA_FIELDS[index], data]
         return ids[-1], fields
 
     def _run(self) -> None:
@@ -622,7 +629,10 @@ class RedisBroker(Broker):
             if woken.is_set():
                 # Cleared before reading, so a publish during the read wakes us again.
                 woken.clear()
-                events, after = self._read_now(session_id, after)
+                events, after, full = self._read_now(session_id, after)
+                if full:
+                    # A full read may have left entries behind: the next read looks again.
+                    woken.set()
                 if events:
                     return events
             remaining = deadline - time.monotonic()
@@ -640,7 +650,8 @@ class RedisBroker(Broker):
                 after = None
         return self.read(session_id, after, 0)
 
-    def _read_now(self, session_id: str, after: str | None) -> tuple[list[Event], str]:
+    def _read_now(self, session_id: str, after: str | None) -> tuple[list[Event], str, bool]:
+        """The events after ``after``, where they started, and whether the read was full."""
         keys = _keys(session_id)
 
         def fetch() -> tuple[str, Any]:
@@ -659,10 +670,12 @@ class RedisBroker(Broker):
         start, streams = self._call(fetch)
         events: list[Event] = []
         start_key = parse_event_id(start)
+        count = 0
         for _, entries in streams or ():
+            count += len(entries)
             for entry_id, fields in entries:
                 events.extend(_decode_entry(entry_id.decode(), fields, start_key))
-        return events, start
+        return events, start, count >= _READ_COUNT
 
     def _check_producer(self, session_id: str) -> bool:
         """Whether a turn is running; ends it for everyone when its producer is gone."""
@@ -720,11 +733,14 @@ def _decode_entry(entry_id: str, fields: dict[bytes, bytes], after: tuple[int, i
     ms, last_seq = parse_event_id(entry_id)
     first_seq = last_seq - count + 1
     events = []
-    for index in range(count):
-        key = (ms, first_seq + index)
-        if key <= after:
+    for index in range(max(0, after[1] - first_seq + 1) if after[0] == ms else 0, count):
+        if (ms, first_seq + index) <= after:
             continue
-        events.append(Event(f"{ms}-{first_seq + index}", fields[f"e{index}".encode()].decode(), fields[f"d{index}".encode()].decode()))
+        if index < _BATCH_MAX:
+            name, data = fields[_NAME_KEYS[index]], fields[_DATA_KEYS[index]]
+        else:  # an entry larger than this version writes
+            name, data = fields[f"e{index}".encode()], fields[f"d{index}".encode()]
+        events.append(Event(f"{ms}-{first_seq + index}", name.decode(), data.decode()))
     return events
 
 

@@ -24,6 +24,12 @@ _WORDS = (
 )
 
 
+#: At full speed (no delay), the longest the demo runs before letting others run.
+_FULL_SPEED_SLICE = 0.001
+#: Pauses up to this long are slept through; longer ones wait on the cancel flag.
+_SHORT_DELAY = 0.1
+
+
 class DemoProvider(Provider):
     name = "demo"
     default_model = "demo"
@@ -36,20 +42,33 @@ class DemoProvider(Provider):
         """The reply's pieces for ``text``: a word each, spaces kept with the words."""
         seed = int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big")
         rng = random.Random(seed)
-        words = [rng.choice(_WORDS) for _ in range(self.reply_words)]
+        words = rng.choices(_WORDS, k=self.reply_words)
         words[0] = words[0].capitalize()
         return [words[0]] + [" " + word for word in words[1:-1]] + [f" {words[-1]}."][: len(words) - 1]
 
     def stream(self, request: ChatRequest, cancelled: threading.Event) -> Iterator[str | Completion]:
         pieces = self.reply_for(request.messages[-1].content if request.messages else "")
         prompt_tokens = sum(len(m.content.split()) for m in request.messages)
+        slice_started = time.monotonic()
         for piece in pieces:
             if self.delay:
-                if cancelled.wait(self.delay):
+                if self.delay <= _SHORT_DELAY:
+                    # A word's pause is slept through, then the flag is checked: a cancel
+                    # still stops the reply before its next word, and a plain sleep costs
+                    # a third of a wait whose timeout expires (under gevent, an exception
+                    # raised and caught inside the wait on every word).
+                    time.sleep(self.delay)
+                    if cancelled.is_set():
+                        return
+                elif cancelled.wait(self.delay):
                     return
-            else:
-                # Give other greenlets (and threads) a turn even at full speed.
+            elif time.monotonic() - slice_started >= _FULL_SPEED_SLICE:
+                # Give other greenlets (and threads) a turn even at full speed; once a
+                # slice rather than once a word, so readers find the words made since
+                # and write them together, as they would from an upstream whose socket
+                # delivers several tokens per read.
                 time.sleep(0)
+                slice_started = time.monotonic()
             yield piece
         yield Completion(
             "stop",

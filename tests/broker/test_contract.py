@@ -260,3 +260,41 @@ def test_stream_slots_are_shared_where_the_backend_is(broker: Broker) -> None:
     assert third
     broker.renew_stream("alice", third, 60)
 
+
+
+def test_a_long_log_comes_in_bounded_reads_that_miss_nothing(broker: Broker) -> None:
+    session_id = broker.create_session("alice")
+    turn = broker.begin_turn(session_id, "long")
+    broker.publish(turn, [("token", f'"{index}"') for index in range(5000)])
+    broker.finish_turn(turn, "", [("end", "{}")])
+    got, after = [], None
+    while True:
+        part = broker.read(session_id, after, 0)
+        if not part:
+            break
+        # A reader that stopped reading holds one part, never the whole log.
+        assert len(part) <= 1024
+        got += part
+        after = part[-1].id
+    assert [e.data for e in got] == [f'"{index}"' for index in range(5000)] + ["{}"]
+
+
+def test_a_reader_gets_a_long_finished_turn_without_waiting(broker: Broker) -> None:
+    session_id = broker.create_session("alice")
+    turn = broker.begin_turn(session_id, "long")
+    for index in range(3000):
+        broker.publish(turn, [("token", f'"{index}"')])
+    broker.finish_turn(turn, "", [("end", "{}")])
+    reader = broker.reader(session_id)
+    got, after = [], None
+    try:
+        # Nothing more will be published: every part must come without a wake-up. The
+        # long timeout would make a reader that waits for one fail the hang guard.
+        while not got or got[-1].event != "end":
+            part = reader.read(after, 30)
+            assert part, "the reader waited instead of reading what is kept"
+            got += part
+            after = part[-1].id
+    finally:
+        reader.close()
+    assert len(got) == 3001

@@ -41,3 +41,11 @@ def test_cancel_interrupts_the_wait() -> None:
     worker.join(5)
     assert not worker.is_alive(), "the provider kept waiting after cancel"
     assert got == []
+
+
+def test_cancel_between_short_pauses_stops_before_the_next_word() -> None:
+    cancelled = threading.Event()
+    stream = DemoProvider(delay_ms=5, reply_words=50).stream(request("quick"), cancelled)
+    first = next(stream)
+    cancelled.set()
+    assert isinstance(first, str) and list(stream) == []

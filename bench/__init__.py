@@ -1,0 +1,1 @@
+"""The benchmark: chatapp against its peers, run by ``bench/run`` (``python -m bench``)."""
