@@ -110,26 +110,38 @@ class Metrics:
         return generate_latest(merged), CONTENT_TYPE_LATEST
 
 
+#: Tokens a reply counts on its own before adding them to the shared counter.
+_TOKENS_PER_COUNT = 256
+
+
 class TurnWatch:
     """Records one reply: its tokens, time to first token, upstream errors and end."""
 
-    __slots__ = ("_metrics", "_started", "_tokens")
+    __slots__ = ("_metrics", "_started", "_tokens", "_counted")
 
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
         self._started = time.monotonic()
         self._tokens = 0
+        self._counted = 0
 
     def tokens(self, count: int) -> None:
         """Count ``count`` tokens just published (a cached replay publishes all at once)."""
         if self._tokens == 0 and count:
             self._metrics.first_token.observe(time.monotonic() - self._started)
         self._tokens += count
-        self._metrics.tokens.inc(count)
+        # The shared counter takes a lock: add to it every few hundred tokens, not per token.
+        if self._tokens - self._counted >= _TOKENS_PER_COUNT:
+            self._count_tokens()
+
+    def _count_tokens(self) -> None:
+        self._metrics.tokens.inc(self._tokens - self._counted)
+        self._counted = self._tokens
 
     def upstream_error(self, code: str) -> None:
         self._metrics.upstream_errors.labels(_label(code)).inc()
 
     def finished(self, finish_reason: str) -> None:
+        self._count_tokens()
         self._metrics.turns_finished.labels(_label(finish_reason)).inc()
         self._metrics.turn_duration.observe(time.monotonic() - self._started)
