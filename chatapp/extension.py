@@ -15,7 +15,6 @@ from .broker.base import Broker
 from .cache import ResponseCache
 from .config import Settings, load_settings, option_names
 from .cors import CorsPolicy
-from .errors import ConfigError
 from .metrics import Metrics
 from .providers.base import Provider
 from .sendguard import SendGuard
