@@ -9,8 +9,6 @@ that is not listed cannot read the API's answers at all.
 
 from __future__ import annotations
 
-import os
-import shutil
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,34 +17,6 @@ import pytest
 
 from .conftest import FAST, ServerFactory
 from .servers import ChatServer, free_port
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-# The flags this machine's headless Chromium needs: no sandbox as root, and nothing that
-# reaches for the network on its own.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    if not os.path.exists(CHROMIUM):
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"Chromium is required for the browser tests and was not found at {CHROMIUM}")
-        pytest.skip("Chromium is not installed")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
 
 class _BlankPage(BaseHTTPRequestHandler):
     def do_GET(self) -> None:

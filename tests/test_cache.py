@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 from flask import Flask
@@ -14,8 +12,11 @@ from chatapp.broker.base import Message
 from chatapp.broker.memory import MemoryBroker
 from chatapp.cache import CachedReply, MemoryResponseCache, ResponseCache, cache_key
 from chatapp.errors import ProviderError
-from chatapp.providers.base import ChatRequest, Completion, Provider
+from chatapp.providers.base import Completion, Provider
 from chatapp.turns import TurnRunner
+
+from .fakes import ScriptedProvider
+
 
 # -- the key ------------------------------------------------------------------------------
 
@@ -97,27 +98,6 @@ def test_memory_evicts_the_least_recently_used() -> None:
 # -- the turn runner -------------------------------------------------------------------------
 
 
-class CountingProvider(Provider):
-    """Streams a script and counts how often it was asked."""
-
-    name = "counting"
-    default_model = "counting-1"
-
-    def __init__(self, script: list) -> None:
-        self.script = script
-        self.calls = 0
-
-    def stream(self, request: ChatRequest, cancelled: threading.Event) -> Iterator:
-        self.calls += 1
-        for item in self.script:
-            if isinstance(item, BaseException):
-                raise item
-            if item == "<cancel>":
-                cancelled.set()
-                continue
-            yield item
-
-
 class BrokenCache(ResponseCache):
     """A backend that is down: every call raises."""
 
@@ -140,11 +120,11 @@ def runner_for(provider: Provider, cache: ResponseCache | None, ttl: float = 60)
 
 
 def test_hit_replays_without_calling_the_provider() -> None:
-    provider = CountingProvider(["Hel", "lo ✓\n", Completion("stop", {"total_tokens": 3})])
+    provider = ScriptedProvider(["Hel", "lo ✓\n", Completion("stop", {"total_tokens": 3})])
     runner = runner_for(provider, MemoryResponseCache())
     first = turn(runner)
     second = turn(runner)
-    assert provider.calls == 1
+    assert len(provider.requests) == 1
     assert first[0][1]["cached"] is False and second[0][1]["cached"] is True
     assert [e for e in second[1:] if e[0] == "token"] == [e for e in first[1:] if e[0] == "token"]
     assert [name for name, _ in second] == ["start", "token", "token", "end"]
@@ -155,7 +135,7 @@ def test_hit_replays_without_calling_the_provider() -> None:
     assert runner.broker.get_session(session_id).messages[-1].content == "Hello ✓\n"
     # A different question is a miss.
     turn(runner, "another question")
-    assert provider.calls == 2
+    assert len(provider.requests) == 2
 
 
 @pytest.mark.parametrize(
@@ -170,38 +150,38 @@ def test_hit_replays_without_calling_the_provider() -> None:
     ids=["provider-error", "unexpected-error", "cancelled", "length", "empty"],
 )
 def test_only_complete_replies_are_stored(script: list) -> None:
-    provider = CountingProvider(script)
+    provider = ScriptedProvider(script)
     runner = runner_for(provider, MemoryResponseCache())
     turn(runner)
     second = turn(runner)
-    assert provider.calls == 2
+    assert len(provider.requests) == 2
     assert second[0][1]["cached"] is False
 
 
 def test_ttl_zero_disables_and_a_broken_cache_costs_nothing_but_calls() -> None:
-    provider = CountingProvider(["ok", Completion("stop", None)])
+    provider = ScriptedProvider(["ok", Completion("stop", None)])
     disabled = runner_for(provider, MemoryResponseCache(), ttl=0)
     assert disabled.cache is None
     turn(disabled), turn(disabled)
-    assert provider.calls == 2
+    assert len(provider.requests) == 2
 
-    provider = CountingProvider(["ok", Completion("stop", None)])
+    provider = ScriptedProvider(["ok", Completion("stop", None)])
     broken = runner_for(provider, BrokenCache())
     events = turn(broken)
     assert [name for name, _ in events] == ["start", "token", "end"] and events[-1][1]["finish_reason"] == "stop"
     turn(broken)
-    assert provider.calls == 2
+    assert len(provider.requests) == 2
 
 
 def test_an_unreadable_entry_is_a_miss() -> None:
-    provider = CountingProvider(["fresh", Completion("stop", None)])
+    provider = ScriptedProvider(["fresh", Completion("stop", None)])
     cache = MemoryResponseCache()
     runner = runner_for(provider, cache)
     history = (Message("x", "user", "same question"),)
     key = cache_key(runner.model, "S", history[:-1], "same question")
     cache.put(key, {"pieces": "not a list", "finish_reason": "stop", "usage": None}, 60)  # type: ignore[typeddict-item]
     events = turn(runner)
-    assert provider.calls == 1 and events[0][1]["cached"] is False
+    assert len(provider.requests) == 1 and events[0][1]["cached"] is False
     assert [d["text"] for name, d in events if name == "token"] == ["fresh"]
 
 

@@ -5,34 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
 
 from chatapp.broker.memory import MemoryBroker
 from chatapp.errors import ProviderError
-from chatapp.providers.base import ChatRequest, Completion, Provider
+from chatapp.providers.base import Completion
 from chatapp.turns import TurnRunner
 
-
-class ScriptedProvider(Provider):
-    """Yields a fixed script; raises where the script holds an exception."""
-
-    name = "scripted"
-    default_model = "scripted-1"
-
-    def __init__(self, script: list) -> None:
-        self.script = script
-        self.requests: list[ChatRequest] = []
-
-    def stream(self, request: ChatRequest, cancelled: threading.Event) -> Iterator:
-        self.requests.append(request)
-        for item in self.script:
-            if isinstance(item, BaseException):
-                raise item
-            if item == "<cancel>":
-                cancelled.set()
-                continue
-            yield item
+from .fakes import ScriptedProvider
 
 
 def run(script: list, text: str = "hi") -> tuple[MemoryBroker, str, list]:
