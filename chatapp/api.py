@@ -267,6 +267,7 @@ def stream(session_id: str) -> Response:
             max_streams=settings.max_streams_per_owner,
             guard=app_state.send_guard,
             sock=client_socket(request.environ),
+            metrics=app_state.metrics,
         )
     )
 

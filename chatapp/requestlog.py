@@ -9,8 +9,7 @@ response is done, the ``chatapp.request`` logger gets one line of JSON::
 
 ``owner`` is a keyed hash of the owner (HMAC with the app's secret key), never the raw
 id, so logs can be correlated per user without naming anyone. A stream's line is written
-when the stream closes, with its whole duration. Streams are also where the open-streams
-gauge and the heartbeat counter are fed, from the bytes that actually go out.
+when the stream closes, with its whole duration.
 
 Only the hooks of chatapp's blueprint call this module; the host's requests are its own.
 Under ``chatapp serve`` / the gunicorn config the logger writes to stderr; an embedding
@@ -27,17 +26,14 @@ import re
 import secrets
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from typing import Any
 
 from flask import Response, current_app, request
 
-from .extension import state
-from .metrics import Metrics
-from .sse import PING
+from .streaming import EventStream
 
-__all__ = ["start_request", "finish_request", "note_owner", "owner_hash", "log_to_stderr", "WatchedStream"]
+__all__ = ["start_request", "finish_request", "note_owner", "owner_hash", "log_to_stderr"]
 
 log = logging.getLogger("chatapp.request")
 
@@ -93,9 +89,9 @@ def finish_request(response: Response) -> Response:
         "status": response.status_code,
         "owner": request.environ.get(_OWNER_KEY),
     }
-    if response.mimetype == "text/event-stream" and response.direct_passthrough:
+    if isinstance(response.response, EventStream):
         record["stream"] = True
-        response.response = WatchedStream(response.response, state().metrics, lambda: _emit(record, started))
+        response.response.call_on_close(lambda: _emit(record, started))
     else:
         record["stream"] = False
         _emit(record, started)
@@ -111,40 +107,6 @@ def _emit(record: dict[str, Any], started: float) -> None:
         "duration_ms": round((time.perf_counter() - started) * 1000, 1),
     }
     log.info(json.dumps(line, separators=(",", ":")))
-
-
-class WatchedStream:
-    """Wraps a stream's response iterable: counts it open, counts its heartbeats, and
-    calls ``on_close`` once when the server closes it (also if never iterated)."""
-
-    def __init__(self, inner: Iterable[bytes], metrics: Metrics, on_close: Callable[[], None]) -> None:
-        self._inner = inner
-        self._frames = iter(inner)
-        self._metrics = metrics
-        self._on_close = on_close
-        self._closed = False
-        metrics.stream_opened()
-
-    def __iter__(self) -> Iterator[bytes]:
-        return self
-
-    def __next__(self) -> bytes:
-        frame = next(self._frames)
-        if frame == PING:
-            self._metrics.heartbeat()
-        return frame
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            close = getattr(self._inner, "close", None)
-            if close is not None:
-                close()
-        finally:
-            self._metrics.stream_closed()
-            self._on_close()
 
 
 def log_to_stderr() -> None:

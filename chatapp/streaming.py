@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
+from typing import TYPE_CHECKING
 
 from flask import Response
 
@@ -22,6 +23,9 @@ from .broker.base import Broker, Event
 from .errors import RateLimitedError, ServiceUnavailableError, SessionNotFoundError
 from .sendguard import SendGuard
 from .sse import PING, ServerSentEvent
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
 
 __all__ = ["EventStream", "StreamRegistry", "event_stream_response", "STREAM_HEADERS"]
 
@@ -98,7 +102,11 @@ def _too_many_streams(held: int, retry_after: int) -> RateLimitedError:
 
 
 class EventStream:
-    """The response iterable of one reader: a WSGI iterable with an idempotent close."""
+    """The response iterable of one reader: a WSGI iterable with an idempotent close.
+
+    It feeds the open-stream gauge and the heartbeat counter of ``metrics``, and runs the
+    callbacks given to :meth:`call_on_close` (the request log's line) when it closes.
+    """
 
     def __init__(
         self,
@@ -115,6 +123,7 @@ class EventStream:
         max_streams: int | None = None,
         guard: SendGuard | None = None,
         sock: socket.socket | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._registry = registry
         self._owner = owner
@@ -124,8 +133,19 @@ class EventStream:
         self._guard = guard if sock is not None else None
         self._sock = sock
         self._closed = False
+        self._metrics = metrics
+        self._on_close: list[Callable[[], None]] = []
+        if metrics is not None:
+            metrics.stream_opened()
         renew = (lambda: registry.renew(owner, self._slot)) if self._slot else None
-        self._frames = self._generate(broker, session_id, after, backlog, follow, heartbeat, retry_ms, renew, registry.lease_seconds / 3)
+        pinged = metrics.heartbeat if metrics is not None else None
+        self._frames = self._generate(
+            broker, session_id, after, backlog, follow, heartbeat, retry_ms, renew, registry.lease_seconds / 3, pinged
+        )
+
+    def call_on_close(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once the stream closes (also when it was never iterated)."""
+        self._on_close.append(callback)
 
     def __iter__(self) -> EventStream:
         return self
@@ -146,8 +166,14 @@ class EventStream:
         self._closed = True
         if self._guard is not None:
             self._guard.written(id(self))
-        self._frames.close()
-        self._registry.release(self._owner, self._slot)
+        try:
+            self._frames.close()
+            self._registry.release(self._owner, self._slot)
+        finally:
+            if self._metrics is not None:
+                self._metrics.stream_closed()
+            for callback in self._on_close:
+                callback()
 
     @staticmethod
     def _generate(
@@ -160,6 +186,7 @@ class EventStream:
         retry_ms: int,
         renew: Callable[[], None] | None = None,
         renew_every: float = 20.0,
+        pinged: Callable[[], None] | None = None,
     ) -> Iterator[bytes]:
         # The first write carries ``retry`` (and whatever is already waiting), so the
         # browser's ``open`` fires at once even when the turn has not started yet.
@@ -182,6 +209,8 @@ class EventStream:
                     yield pending
                     pending = b""
                 else:
+                    if pinged is not None:
+                        pinged()
                     yield PING
                 if renew is not None and time.monotonic() >= renew_at:
                     renew()
