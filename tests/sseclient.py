@@ -19,6 +19,11 @@ from chatapp.client import SSEParser, StreamItem
 Received = StreamItem
 
 
+def reply_text(events: list[Received]) -> str:
+    """The reply's text: its ``token`` events joined."""
+    return "".join(e.json()["text"] for e in events if e.event == "token")
+
+
 def parse_all(raw: bytes) -> list[Received]:
     """Every item of a complete stream body."""
     return SSEParser().feed(raw)

@@ -15,7 +15,7 @@ from chatapp.broker.base import parse_event_id
 from .conftest import ServerFactory
 from .redis_server import RedisServer
 from .servers import ChatClient, ChatServer, wait_for
-from .sseclient import Received
+from .sseclient import Received, reply_text
 
 SECRET = "test-secret-shared-by-every-worker-and-host"
 
@@ -30,10 +30,6 @@ def client_for(server: ChatServer, like: ChatClient) -> ChatClient:
     # Share the jar itself: assigning Client.cookies would copy it as it is now.
     other.cookies.jar = like.cookies.jar
     return other
-
-
-def reply_text(events: list[Received]) -> str:
-    return "".join(e.json()["text"] for e in events if e.event == "token")
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from chatapp.broker.base import parse_event_id
 
 from .conftest import FAST, ServerFactory
 from .servers import ChatServer, wait_for
-from .sseclient import Received
+from .sseclient import Received, reply_text
 
 
 @pytest.fixture(scope="module", params=["memory", "redis"])
@@ -32,10 +32,6 @@ def server(start_server: ServerFactory, broker_env: dict[str, str]) -> ChatServe
 def slow_server(start_server: ServerFactory, broker_env: dict[str, str]) -> ChatServer:
     """Slow replies with quiet gaps longer than the heartbeat."""
     return start_server({"CHATAPP_DEMO_DELAY_MS": "1500", "CHATAPP_DEMO_REPLY_WORDS": "40", "CHATAPP_HEARTBEAT_SECONDS": "0.4", **broker_env})
-
-
-def reply_text(events: list[Received]) -> str:
-    return "".join(e.json()["text"] for e in events if e.event == "token")
 
 
 def test_full_turn_then_204(server: ChatServer) -> None:
