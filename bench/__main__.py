@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         resource.setrlimit(resource.RLIMIT_NOFILE, (65536, 65536))
     except (ValueError, OSError):
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
     meta = report.machine(sizes=sizes, repeat=repeat, argv=sys.argv[1:] if argv is None else argv)

@@ -10,6 +10,7 @@ creation to its receipt across the whole path (turn runner, broker, stream, sock
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from collections.abc import Iterator
@@ -33,6 +34,7 @@ class StampedDemoProvider(DemoProvider):
 def create_app() -> Flask:
     app = Flask("chatapp", static_folder=None)
     settings = load_settings({})
+    app.secret_key = settings.secret_key or secrets.token_hex(32)
     ChatApp(app, provider=StampedDemoProvider(delay_ms=settings.demo_delay_ms, reply_words=settings.demo_reply_words))
     return app
 

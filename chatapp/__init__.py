@@ -1,11 +1,73 @@
-"""chatapp: stream LLM chat replies from Flask to browsers over Server-Sent Events."""
+"""chatapp: stream LLM chat replies from Flask to browsers over Server-Sent Events.
+
+The public API: :class:`ChatApp` (the Flask extension), :func:`create_app` (the
+standalone app), :class:`ServerSentEvent` (the wire format), the interfaces a host may
+implement (:class:`Provider`, :class:`Broker`, :class:`ResponseCache`) and the errors.
+"""
 
 from __future__ import annotations
 
-from .app import create_app
-from .extension import ChatApp
+from .broker.base import Broker
+from .cache.base import ResponseCache
+from .errors import (
+    APIError,
+    ChatAppError,
+    ConfigError,
+    ConflictError,
+    ContentFilteredError,
+    GenerationInterruptedError,
+    InvalidRequestError,
+    PayloadTooLargeError,
+    ProviderError,
+    RateLimitedError,
+    ServiceUnavailableError,
+    SessionNotFoundError,
+    UnauthenticatedError,
+    UnsupportedMediaError,
+    UpstreamAuthError,
+    UpstreamBadResponseError,
+    UpstreamConnectionError,
+    UpstreamRateLimitedError,
+    UpstreamRejectedError,
+    UpstreamReportedError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
+)
+from .providers.base import Provider
 from .sse import ServerSentEvent
+from .web.app import create_app
+from .web.extension import ChatApp
 
-__all__ = ["ChatApp", "ServerSentEvent", "create_app", "__version__"]
+__all__ = [
+    "APIError",
+    "Broker",
+    "ChatApp",
+    "ChatAppError",
+    "ConfigError",
+    "ConflictError",
+    "ContentFilteredError",
+    "GenerationInterruptedError",
+    "InvalidRequestError",
+    "PayloadTooLargeError",
+    "Provider",
+    "ProviderError",
+    "RateLimitedError",
+    "ResponseCache",
+    "ServerSentEvent",
+    "ServiceUnavailableError",
+    "SessionNotFoundError",
+    "UnauthenticatedError",
+    "UnsupportedMediaError",
+    "UpstreamAuthError",
+    "UpstreamBadResponseError",
+    "UpstreamConnectionError",
+    "UpstreamRateLimitedError",
+    "UpstreamRejectedError",
+    "UpstreamReportedError",
+    "UpstreamTimeoutError",
+    "UpstreamUnavailableError",
+    "__version__",
+    "create_app",
+]
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

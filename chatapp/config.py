@@ -1,9 +1,17 @@
 """Every chatapp setting: its variable name, type, default and validation, declared once.
 
-A setting is read from ``app.config[NAME]`` when the host app set it, else from the
-environment variable of the same name, else its default. :func:`load_settings` turns
-those raw values into a typed, frozen :class:`Settings` once, at start-up; a bad value
-raises :class:`~chatapp.errors.ConfigError` naming the variable.
+Two tables, each a frozen dataclass whose fields carry the variable's name, parser,
+default and doc:
+
+- :class:`Settings`, the app's: read from ``app.config[NAME]`` when the host app set it,
+  else from the environment variable of the same name, else the default.
+- :class:`ServerSettings`, the gunicorn server's (``chatapp serve``, ``gunicorn.conf.py``):
+  read from the environment only, before any app exists.
+
+:func:`load_settings` and :func:`load_server_settings` turn raw values into typed settings
+once, at start-up; a bad value raises :class:`~chatapp.errors.ConfigError` naming the
+variable (secrets are never echoed). ``chatapp config`` prints both tables
+(:func:`describe`).
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from urllib.parse import urlsplit
 
 from .errors import ConfigError
 
-__all__ = ["Settings", "load_settings", "option_names"]
+__all__ = ["ServerSettings", "Settings", "describe", "load_server_settings", "load_settings", "option_names"]
 
 
 def _integer(minimum: int) -> Callable[[Any], int]:
@@ -148,22 +156,49 @@ class Settings:
     secret_key: str | None = _option("CHATAPP_SECRET_KEY", _text, None, "signs the owner cookie; share it across workers and hosts", secret=True)
     url_prefix: str = _option("CHATAPP_URL_PREFIX", _url_prefix, "", "mount point of the page and API, such as /assistant")
     metrics: bool = _option("CHATAPP_METRICS", _boolean, True, "serve Prometheus metrics at <prefix>/metrics")
+    metrics_dir: str | None = _option("PROMETHEUS_MULTIPROC_DIR", _text, None, "a directory shared by the workers so /metrics sums them all (prometheus_client's multiprocess mode)")
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """The gunicorn server's settings, from the environment; ``None`` means "work it out"."""
+
+    bind: str | None = _option("CHATAPP_BIND", _text, None, "address to listen on, such as 127.0.0.1:8000; default 0.0.0.0:$PORT")
+    port: int = _option("PORT", _integer(1), 8000, "port to listen on when CHATAPP_BIND is unset")
+    workers: int | None = _option("WEB_CONCURRENCY", _integer(1), None, "worker processes; default 1, or one per core with CHATAPP_REDIS_URL")
+    worker_connections: int = _option("CHATAPP_WORKER_CONNECTIONS", _integer(1), 10_000, "open connections (each stream is one) per gevent worker")
+    graceful_timeout: int = _option("CHATAPP_GRACEFUL_TIMEOUT", _integer(1), 10, "seconds a stopping worker lets its requests finish")
+
+    @property
+    def address(self) -> str:
+        """Where the server listens."""
+        return self.bind or f"0.0.0.0:{self.port}"
 
 
 def option_names() -> list[str]:
-    """The variable names of every setting, in declaration order."""
+    """The variable names of every app setting, in declaration order."""
     return [f.metadata["name"] for f in fields(Settings)]
 
 
 def load_settings(config: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Settings:
-    """Read and validate every setting from ``config``, falling back to ``environ``.
+    """Read and validate every app setting from ``config``, falling back to ``environ``.
 
-    An empty environment variable counts as unset, as container tooling often writes
-    ``NAME=`` for "no value".
+    ``environ`` defaults to the process environment. An empty environment variable counts
+    as unset, as container tooling often writes ``NAME=`` for "no value".
     """
-    environ = os.environ if environ is None else environ
+    settings = Settings(**_read(Settings, config, os.environ if environ is None else environ))
+    _check_together(settings)
+    return settings
+
+
+def load_server_settings(environ: Mapping[str, str] | None = None) -> ServerSettings:
+    """Read and validate the server's settings from ``environ`` (default: the process's)."""
+    return ServerSettings(**_read(ServerSettings, {}, os.environ if environ is None else environ))
+
+
+def _read(table: type, config: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
     values: dict[str, Any] = {}
-    for f in fields(Settings):
+    for f in fields(table):
         name: str = f.metadata["name"]
         raw = config.get(name)
         if raw is None:
@@ -177,9 +212,28 @@ def load_settings(config: Mapping[str, Any], environ: Mapping[str, str] | None =
         except (TypeError, ValueError) as exc:
             shown = "" if f.metadata["secret"] else f"={str(raw)[:80]!r}"
             raise ConfigError(f"{name}{shown} is invalid: {exc} ({f.metadata['doc']}).") from None
-    settings = Settings(**values)
-    _check_together(settings)
-    return settings
+    return values
+
+
+def describe() -> str:
+    """Every setting as a text table: variable, default, what it does."""
+    lines = []
+    for title, table in (("App settings (app.config or the environment)", Settings), ("Server settings (the environment)", ServerSettings)):
+        lines += [title, ""]
+        for f in fields(table):
+            default = "" if f.default in (None, "", ()) else f" [default: {_shown(f.default)}]"
+            lines.append(f"  {f.metadata['name']}{default}")
+            lines.append(f"      {f.metadata['doc']}")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _check_together(settings: Settings) -> None:

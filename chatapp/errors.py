@@ -57,9 +57,6 @@ class APIError(ChatAppError):
         if code is not None:
             self.code = code
 
-    def to_dict(self) -> dict[str, dict[str, str]]:
-        return {"error": {"code": self.code, "message": self.message}}
-
 
 class InvalidRequestError(APIError):
     status = 400
@@ -138,8 +135,13 @@ class UpstreamTimeoutError(ProviderError):
 
 
 class GenerationInterruptedError(ProviderError):
+    """The producer of a turn died mid-reply (its worker was killed); the partial reply is kept."""
+
     code = "generation_interrupted"
     retryable = True
+
+    def __init__(self, message: str = "The reply was interrupted; please try again.") -> None:
+        super().__init__(message)
 
 
 class UpstreamAuthError(ProviderError):

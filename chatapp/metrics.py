@@ -15,15 +15,14 @@ dead workers' gauges). That mode is process-wide, so it suits one chatapp app pe
 
 from __future__ import annotations
 
-import os
 import re
 import time
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-__all__ = ["Metrics", "TurnWatch", "FINISH_REASONS"]
+from .events import FINISH_REASONS
 
-FINISH_REASONS = ("stop", "length", "cancelled", "error")
+__all__ = ["Metrics", "TurnWatch"]
 _LABEL = re.compile(r"^[a-z0-9_]{1,40}$")
 
 # Time to first token is mostly upstream latency: tenths of a second to tens of seconds.
@@ -36,15 +35,12 @@ def _label(value: str) -> str:
     return value if _LABEL.match(value) else "other"
 
 
-def multiprocess_dir() -> str | None:
-    """The directory of prometheus_client's multiprocess mode, when it is on."""
-    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
-
-
 class Metrics:
     """The counters, gauges and histograms of one app."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, multiprocess_dir: str | None = None) -> None:
+        #: ``PROMETHEUS_MULTIPROC_DIR``: where every worker's numbers are summed from.
+        self.multiprocess_dir = multiprocess_dir
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.open_streams = Gauge(
@@ -100,7 +96,7 @@ class Metrics:
 
     def render(self) -> tuple[bytes, str]:
         """The Prometheus text exposition and its content type."""
-        path = multiprocess_dir()
+        path = self.multiprocess_dir
         if path is None:
             return generate_latest(self.registry), CONTENT_TYPE_LATEST
         from prometheus_client import multiprocess
@@ -117,7 +113,7 @@ _TOKENS_PER_COUNT = 256
 class TurnWatch:
     """Records one reply: its tokens, time to first token, upstream errors and end."""
 
-    __slots__ = ("_metrics", "_started", "_tokens", "_counted")
+    __slots__ = ("_counted", "_metrics", "_started", "_tokens")
 
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics

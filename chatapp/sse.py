@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["ServerSentEvent", "encode", "encode_event", "PING"]
+__all__ = ["PING", "ServerSentEvent", "encode", "encode_event"]
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _FORBIDDEN_IN_FIELD = re.compile(r"[\r\n\0]")

@@ -12,47 +12,21 @@ never reaches the provider; only replies that ended with ``stop`` are stored.
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
-from collections.abc import Callable
-from json.encoder import encode_basestring as _encode_string  # the C version when built
 from typing import Any
 
+from . import events
+from ._concurrency import spawn
 from .broker.base import Broker, TurnHandle
 from .cache import CachedReply, ResponseCache, cache_key
 from .errors import ProviderError
+from .events import Draft
 from .metrics import Metrics
 from .providers.base import ChatRequest, Completion, Provider
 
-__all__ = ["TurnRunner", "spawn"]
+__all__ = ["TurnRunner"]
 
 log = logging.getLogger("chatapp.turns")
-
-
-def spawn(target: Callable[..., Any], *args: Any) -> None:
-    """Run ``target`` in the background: a greenlet when gevent patched threading."""
-    from gevent import monkey
-
-    if monkey.is_module_patched("threading"):
-        import gevent
-
-        gevent.spawn(target, *args)
-    else:
-        threading.Thread(target=target, args=args, daemon=True, name="chatapp-turn").start()
-
-
-def _json(value: dict[str, Any]) -> str:
-    # ensure_ascii=False keeps non-ASCII text as UTF-8 on the wire, a third of the size
-    # of \\u escapes for most scripts; JSON still escapes every line break.
-    if len(value) == 1 and type(value.get("text")) is str:
-        # A token's data, once per token: the same text as the encoder below gives,
-        # without building an encoder each time (a tenth of the cost).
-        return '{"text":' + _encode_string(value["text"]) + "}"
-    return _ENCODER.encode(value)
-
-
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 class TurnRunner:
@@ -67,6 +41,7 @@ class TurnRunner:
         system_prompt: str,
         cache: ResponseCache | None = None,
         cache_ttl_seconds: float = 0,
+        max_messages: int | None = None,
         metrics: Metrics | None = None,
     ) -> None:
         self.broker = broker
@@ -76,28 +51,30 @@ class TurnRunner:
         self.system_prompt = system_prompt
         self.cache = cache if cache_ttl_seconds > 0 else None
         self.cache_ttl_seconds = cache_ttl_seconds
+        #: The most messages a session may hold; a turn that would pass it is refused.
+        self.max_messages = max_messages
 
-    def start(self, session_id: str, text: str, *, max_messages: int | None = None) -> TurnHandle:
+    def start(self, session_id: str, text: str) -> TurnHandle:
         """Store the user's message and generate the reply in the background."""
-        turn = self.broker.begin_turn(session_id, text, max_messages=max_messages)
-        spawn(self.run, turn)
+        turn = self.broker.begin_turn(session_id, text, max_messages=self.max_messages)
+        spawn(self.run, turn, name="chatapp-turn")
         return turn
 
     def run(self, turn: TurnHandle) -> None:
         """Generate one reply into the broker. Never raises: every exit ends the turn."""
         pieces: list[str] = []
-        closing: list[tuple[str, str]] = []
+        closing: list[Draft] = []
         finish_reason, usage = "stop", None
         watch = self.metrics.turn_started()
         try:
             key = self._cache_key(turn)
             cached = self._cache_get(key)
-            self.broker.publish(turn, [("start", _json({"message_id": turn.message_id, "model": self.model, "cached": cached is not None}))])
+            self.broker.publish(turn, [events.start(turn.message_id, self.model, cached=cached is not None)])
             if cached is not None:
                 pieces = cached["pieces"]
                 finish_reason, usage = cached["finish_reason"], cached["usage"]
                 # A replay has nothing to wait for: every token goes out in one publish.
-                self.broker.publish(turn, [("token", _json({"text": piece})) for piece in pieces])
+                self.broker.publish(turn, [events.token(piece) for piece in pieces])
                 watch.tokens(len(pieces))
             else:
                 request = ChatRequest(self.model, self.system_prompt, turn.history)
@@ -109,7 +86,7 @@ class TurnRunner:
                         continue
                     if item:
                         pieces.append(item)
-                        self.broker.publish(turn, [("token", _json({"text": item}))])
+                        self.broker.publish(turn, [events.token(item)])
                         watch.tokens(1)
                 if turn.cancelled.is_set():
                     finish_reason, usage = "cancelled", None
@@ -119,13 +96,13 @@ class TurnRunner:
             log.warning("turn %s failed: %s", turn.message_id, exc, exc_info=exc.__cause__ is not None)
             finish_reason, usage = "error", None
             watch.upstream_error(exc.code)
-            closing.append(("error", _json({"code": exc.code, "message": exc.message, "retryable": exc.retryable})))
+            closing.append(events.failure(exc))
         except Exception:
             log.exception("turn %s failed unexpectedly", turn.message_id)
             finish_reason, usage = "error", None
-            closing.append(("error", _json({"code": "internal_error", "message": "The reply failed; please try again.", "retryable": True})))
+            closing.append(events.error("internal_error", "The reply failed; please try again.", retryable=True))
         finally:
-            closing.append(("end", _json({"message_id": turn.message_id, "finish_reason": finish_reason, "usage": usage})))
+            closing.append(events.end(turn.message_id, finish_reason, usage))
             try:
                 self.broker.finish_turn(turn, "".join(pieces), closing)
             except Exception:

@@ -16,9 +16,9 @@ sys.path.insert(0, str(ROOT))
 
 from playwright.sync_api import sync_playwright  # noqa: E402
 
-from tests.apps.scripted import PREFIX  # noqa: E402
-from tests.browser import chromium_path, launch  # noqa: E402
-from tests.servers import ChatServer  # noqa: E402
+from tests.support.apps.scripted import PREFIX  # noqa: E402
+from tests.support.browser import chromium_path, launch  # noqa: E402
+from tests.support.servers import ChatServer  # noqa: E402
 
 QUESTION = "How do I stream a response from Flask?"
 SHOTS = [

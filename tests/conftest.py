@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from playwright.sync_api import Browser, sync_playwright
 
 from chatapp import create_app
+from tests.support.browser import Tabs, chromium_path
+from tests.support.redis_server import RedisServer
+from tests.support.servers import ChatServer, ServerFactory
+from tests.support.upstream import Upstream
 
-from .browser import Tabs, chromium_path, launch
-from .redis_server import RedisServer
-from .servers import ChatServer
-from .upstream import Upstream
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
-#: Fast, short demo replies: most tests only need a few tokens quickly.
-FAST = {"CHATAPP_DEMO_DELAY_MS": "1", "CHATAPP_DEMO_REPLY_WORDS": "12"}
 
 
 @pytest.fixture
@@ -31,8 +30,6 @@ def app() -> Flask:
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
 
-
-ServerFactory = Callable[..., ChatServer]
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +64,11 @@ def browser() -> Iterator[Browser]:
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
+    # Imported here, where it is used: only the page tests need Playwright.
+    from playwright.sync_api import sync_playwright
+
+    from tests.support.browser import launch
+
     with sync_playwright() as playwright:
         browser = launch(playwright)
         yield browser

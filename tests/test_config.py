@@ -10,8 +10,7 @@ import pytest
 from chatapp import create_app
 from chatapp.config import Settings, load_settings, option_names
 from chatapp.errors import ConfigError
-
-from .servers import BIN, ROOT, free_port
+from tests.support.servers import BIN, ROOT, free_port
 
 SPEC_KEYS = {
     "CHATAPP_PROVIDER", "CHATAPP_MODEL", "OPENAI_API_KEY", "OPENAI_BASE_URL", "CHATAPP_SYSTEM_PROMPT",
@@ -23,7 +22,7 @@ SPEC_KEYS = {
 
 
 def test_every_key_of_the_spec_is_declared() -> None:
-    assert SPEC_KEYS <= set(option_names())
+    assert set(option_names()) >= SPEC_KEYS
 
 
 def test_defaults() -> None:

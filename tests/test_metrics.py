@@ -17,11 +17,9 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from chatapp import ChatApp, create_app
-
-from .apps.failing import TimingOutProvider
-from .conftest import ServerFactory
-from .redis_server import RedisServer
-from .servers import ChatServer, wait_for
+from tests.support.apps.failing import TimingOutProvider
+from tests.support.redis_server import RedisServer
+from tests.support.servers import ChatServer, ServerFactory, wait_for
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -110,7 +108,7 @@ def finished(client, session_id: str) -> dict:
 
 def test_upstream_errors_by_code_and_registries_per_app() -> None:
     first = Flask("first")
-    first.config.update(TESTING=True)
+    first.config.update(TESTING=True, SECRET_KEY="host secret")
     ChatApp(first, provider=TimingOutProvider())
     second = create_app({"TESTING": True, "CHATAPP_DEMO_DELAY_MS": 0})
     client = first.test_client()

@@ -8,7 +8,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from .servers import ROOT
+from tests.support.servers import ROOT
 
 
 def test_wheel_contains_templates_and_static(tmp_path: Path) -> None:
@@ -19,11 +19,12 @@ def test_wheel_contains_templates_and_static(tmp_path: Path) -> None:
     )
     [wheel] = tmp_path.glob("chatapp-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert "chatapp/templates/chatapp/index.html" in names
+    assert "chatapp/web/templates/chatapp/index.html" in names
     for asset in ("chatapp.js", "markdown.js", "page.js", "chatapp.css", "favicon.svg"):
-        assert f"chatapp/static/{asset}" in names
+        assert f"chatapp/web/static/{asset}" in names
     assert "chatapp/sse.py" in names
     # `chatapp serve` finds its gunicorn settings inside the installed package.
-    assert "chatapp/gunicorn_config.py" in names
+    assert "chatapp/server/gunicorn_conf.py" in names
+    assert "chatapp/py.typed" in names
     [entry_points] = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
-    assert "chatapp = chatapp.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "chatapp = chatapp.tools.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

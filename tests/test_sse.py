@@ -10,8 +10,7 @@ from hypothesis import strategies as st
 
 from chatapp import ServerSentEvent
 from chatapp.sse import PING, encode_event
-
-from .sseclient import SSEParser, parse_all
+from tests.support.sseclient import SSEParser, parse_all
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,7 @@ from chatapp.broker.memory import MemoryBroker
 from chatapp.errors import ProviderError
 from chatapp.providers.base import Completion
 from chatapp.turns import TurnRunner
-
-from .fakes import ScriptedProvider
+from tests.support.fakes import ScriptedProvider
 
 
 def run(script: list, text: str = "hi") -> tuple[MemoryBroker, str, list]:
@@ -60,7 +59,7 @@ def test_cancel_ends_with_cancelled_and_no_more_tokens() -> None:
 
 
 def test_nothing_generated_stores_no_empty_reply() -> None:
-    broker, session_id, events = run([ProviderError("down")])
+    broker, session_id, _events = run([ProviderError("down")])
     assert [m.role for m in broker.get_session(session_id).messages] == ["user"]
 
 

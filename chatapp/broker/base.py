@@ -17,33 +17,18 @@ the same contract, checked by one test-suite run over all of them:
 
 from __future__ import annotations
 
-import json
-import re
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from operator import itemgetter
-from typing import Any
 
-from ..sse import encode_event
+from .._concurrency import new_event
+from ..events import Draft, Event, parse_event_id
 
-__all__ = ["Broker", "Event", "Message", "Reader", "SessionInfo", "TurnHandle", "parse_event_id"]
+__all__ = ["HISTORY_FULL", "Broker", "Draft", "Event", "Message", "Reader", "SessionInfo", "TurnHandle", "parse_event_id"]
 
-# ASCII digits only (\d would take any script's digits) and nothing after them (not even
-# the newline that $ allows).
 #: The message of a ``history_full`` refusal, formatted with the bound.
 HISTORY_FULL = "This chat has reached its limit of {} messages; start a new chat to go on."
-
-_EVENT_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
-
-
-def parse_event_id(value: str) -> tuple[int, int]:
-    """The sortable form of an event id; ``ValueError`` if it is not one of ours."""
-    match = _EVENT_ID.fullmatch(value)
-    if match is None:
-        raise ValueError(f"not an event id: {value[:40]!r}")
-    return int(match.group(1)), int(match.group(2))
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,30 +39,6 @@ class Message:
 
     def to_dict(self) -> dict[str, str]:
         return {"id": self.id, "role": self.role, "content": self.content}
-
-
-class Event(tuple):
-    """One event of a turn. Its wire bytes are encoded once and shared by every reader.
-
-    Underneath it is the tuple ``(id, event, data, frame)``, so a broker that stores
-    those four makes an Event for a reader at the cost of a tuple, with no encoding.
-    """
-
-    __slots__ = ()
-
-    def __new__(cls, id: str, event: str, data: str, frame: bytes | None = None) -> Event:
-        return tuple.__new__(cls, (id, event, data, encode_event(event, id, data) if frame is None else frame))
-
-    id: str = property(itemgetter(0), doc="The event id, ``<ms>-<seq>``.")  # type: ignore[assignment]
-    event: str = property(itemgetter(1), doc="The event name: start, token, error, end.")  # type: ignore[assignment]
-    data: str = property(itemgetter(2), doc="The JSON data.")  # type: ignore[assignment]
-    frame: bytes = property(itemgetter(3), doc="The encoded frame, as sent.")  # type: ignore[assignment]
-
-    def payload(self) -> dict[str, Any]:
-        return json.loads(self.data)
-
-    def __repr__(self) -> str:
-        return f"Event({self.id!r}, {self.event!r}, {self.data!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,11 +56,9 @@ class TurnHandle:
     session_id: str
     message_id: str
     history: tuple[Message, ...]
-    # Looked up when a turn starts, not when this module is imported: gunicorn's
-    # master imports chatapp before its gevent worker patches threading, and the
-    # unpatched Event waits on a lock-based Condition, many times the cost of
-    # gevent's own Event for the wait between paced tokens.
-    cancelled: threading.Event = field(default_factory=lambda: threading.Event())
+    # Made when a turn starts, not when this module is imported: gevent's Event once
+    # the worker has patched threading.
+    cancelled: threading.Event = field(default_factory=new_event)
 
 
 class Reader:
@@ -134,6 +93,17 @@ class Broker(ABC):
         """How many live (not deleted, not expired) sessions ``owner`` has."""
 
     @abstractmethod
+    def owner_of(self, session_id: str) -> str | None:
+        """The session's owner, or ``None`` when it does not exist; counts as use of it.
+
+        Cheap (no history is read), so views check ownership with it on every request.
+        """
+
+    @abstractmethod
+    def is_generating(self, session_id: str) -> bool:
+        """Whether a turn of the session is running (``False`` when it does not exist)."""
+
+    @abstractmethod
     def get_session(self, session_id: str) -> SessionInfo | None:
         """The session, or ``None`` when it does not exist (or expired)."""
 
@@ -152,11 +122,11 @@ class Broker(ABC):
         """
 
     @abstractmethod
-    def publish(self, turn: TurnHandle, events: Sequence[tuple[str, str]]) -> None:
+    def publish(self, turn: TurnHandle, events: Sequence[Draft]) -> None:
         """Append ``(event, json_data)`` pairs to the turn's log, waking its readers."""
 
     @abstractmethod
-    def finish_turn(self, turn: TurnHandle, reply: str, events: Sequence[tuple[str, str]]) -> None:
+    def finish_turn(self, turn: TurnHandle, reply: str, events: Sequence[Draft]) -> None:
         """Atomically store the reply in history, publish the closing events, end the turn.
 
         Atomic so that a client reading ``end`` can post its next message at once.

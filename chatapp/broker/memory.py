@@ -14,9 +14,11 @@ import time
 from bisect import bisect_right
 from collections.abc import Sequence
 
+from .._concurrency import plain_lock
 from ..errors import ConflictError, SessionNotFoundError
+from ..events import Draft, Event, parse_event_id
 from ..sse import encode_event
-from .base import HISTORY_FULL, Broker, Event, Message, Reader, SessionInfo, TurnHandle, parse_event_id
+from .base import HISTORY_FULL, Broker, Message, Reader, SessionInfo, TurnHandle
 
 __all__ = ["MemoryBroker"]
 
@@ -28,8 +30,18 @@ _READ_MAX = 1024
 
 class _Session:
     __slots__ = (
-        "owner", "messages", "events", "keys", "dropped", "turn_start", "last_key",
-        "turn", "changed", "waiting", "deleted", "touched",
+        "changed",
+        "deleted",
+        "dropped",
+        "events",
+        "keys",
+        "last_key",
+        "messages",
+        "owner",
+        "touched",
+        "turn",
+        "turn_start",
+        "waiting",
     )
 
     def __init__(self, owner: str) -> None:
@@ -72,7 +84,7 @@ class MemoryBroker(Broker):
         self._sessions: dict[str, _Session] = {}
         # Session ids by owner, so counting an owner's sessions does not scan them all.
         self._by_owner: dict[str, set[str]] = {}
-        self._lock = _plain_lock()
+        self._lock = plain_lock()
         self._ttl = session_ttl_seconds
         self._swept = time.monotonic()
 
@@ -91,6 +103,20 @@ class MemoryBroker(Broker):
             for session_id in list(self._by_owner.get(owner, ())):
                 self._live(session_id)
             return len(self._by_owner.get(owner, ()))
+
+    def owner_of(self, session_id: str) -> str | None:
+        with self._lock:
+            session = self._live(session_id)
+            if session is None:
+                return None
+            # Any request on a session counts as use, as a history read does.
+            session.touched = time.monotonic()
+            return session.owner
+
+    def is_generating(self, session_id: str) -> bool:
+        with self._lock:
+            session = self._live(session_id)
+            return session is not None and session.turn is not None
 
     def get_session(self, session_id: str) -> SessionInfo | None:
         with self._lock:
@@ -158,14 +184,14 @@ class MemoryBroker(Broker):
             session.turn = turn
             return turn
 
-    def publish(self, turn: TurnHandle, events: Sequence[tuple[str, str]]) -> None:
+    def publish(self, turn: TurnHandle, events: Sequence[Draft]) -> None:
         with self._lock:
             session = self._sessions.get(turn.session_id)
             if session is None or session.turn is not turn:
                 return
             self._append(session, events)
 
-    def finish_turn(self, turn: TurnHandle, reply: str, events: Sequence[tuple[str, str]]) -> None:
+    def finish_turn(self, turn: TurnHandle, reply: str, events: Sequence[Draft]) -> None:
         with self._lock:
             session = self._sessions.get(turn.session_id)
             if session is None or session.turn is not turn:
@@ -185,7 +211,7 @@ class MemoryBroker(Broker):
             return True
 
     @staticmethod
-    def _append(session: _Session, events: Sequence[tuple[str, str]]) -> None:
+    def _append(session: _Session, events: Sequence[Draft]) -> None:
         # Once per token: ids are "<ms>-<seq>", the sequence counting within a millisecond.
         now = time.time_ns() // 1_000_000
         ms, seq = session.last_key
@@ -267,23 +293,6 @@ class _MemoryReader(Reader):
 
     def read(self, after: str | None, timeout: float) -> list[Event]:
         return self._memory.read(self.session_id, after, timeout, self._place)
-
-
-def _plain_lock() -> threading.Lock:
-    """The operating system's lock, even where gevent has patched ``threading``.
-
-    Every section it guards is a few dict and list operations that never block or
-    yield to gevent's hub, so under gevent no greenlet can find it held, and under
-    threads it is the lock they need; gevent's cooperative lock would cost as much
-    as the rest of a publish, once per token. Nothing that can block may run under it.
-    """
-    try:
-        from gevent import monkey
-    except ImportError:  # pragma: no cover - gevent is a core dependency
-        return threading.Lock()
-    if monkey.is_module_patched("threading"):
-        return monkey.get_original("_thread", "allocate_lock")()
-    return threading.Lock()
 
 
 def _message_id() -> str:

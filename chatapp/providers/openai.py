@@ -44,11 +44,12 @@ import importlib
 import logging
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import openai
 
+from .._concurrency import watch
 from ..config import Settings
 from ..errors import (
     ContentFilteredError,
@@ -71,9 +72,6 @@ log = logging.getLogger("chatapp.providers.openai")
 #: Sent when no key is configured for a server that needs none (Ollama, LM Studio,
 #: llama.cpp): the SDK insists on some key.
 _NO_KEY = "unused"
-
-#: How often a watcher thread looks at ``cancelled`` (threads only; a greenlet waits on it).
-_WATCH_SECONDS = 0.1
 
 _USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
 
@@ -163,7 +161,7 @@ class OpenAIProvider(Provider):
 
     def stream(self, request: ChatRequest, cancelled: threading.Event) -> Iterator[str | Completion]:
         connection = _Connection()
-        stop_watching = _watch(cancelled, connection.shut)
+        stop_watching = watch(cancelled, connection.shut)
         chunks: Any = None
         finish_reason: str | None = None
         usage: dict[str, int] | None = None
@@ -266,8 +264,11 @@ def _read_chunk(chunk: Any) -> tuple[str, str | None, dict[str, int] | None]:
 def _usage(usage: Any) -> dict[str, int] | None:
     if usage is None:
         return None
-    counts = {name: getattr(usage, name, None) for name in _USAGE_FIELDS}
-    counts = {name: value for name, value in counts.items() if isinstance(value, int) and not isinstance(value, bool)}
+    counts: dict[str, int] = {}
+    for name in _USAGE_FIELDS:
+        value = getattr(usage, name, None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            counts[name] = value
     return counts or None
 
 
@@ -291,7 +292,7 @@ def _translate(exc: Exception) -> ProviderError | None:
         return UpstreamTimeoutError("The model server stopped answering; try again.")
     if isinstance(exc, openai.APIConnectionError):
         return UpstreamConnectionError("The connection to the model server failed or was lost; try again.")
-    if isinstance(exc, openai.APIResponseValidationError) or isinstance(exc, ValueError):
+    if isinstance(exc, (openai.APIResponseValidationError, ValueError)):
         # ValueError: a chunk that is not JSON (json.JSONDecodeError) or not a chunk.
         return UpstreamBadResponseError("The model server sent a reply chatapp could not read.")
     if isinstance(exc, openai.APIError):
@@ -372,32 +373,3 @@ class _Connection:
         except OSError:
             # Already closed (its file descriptor is then -1, so nothing else is hit).
             pass
-
-
-def _watch(cancelled: threading.Event, action: Callable[[], None]) -> Callable[[], None]:
-    """Run ``action`` once ``cancelled`` is set; returns the function that stops watching."""
-    from gevent import monkey
-
-    if monkey.is_module_patched("threading"):
-        import gevent
-
-        def wait() -> None:
-            cancelled.wait()
-            action()
-
-        watcher = gevent.spawn(wait)
-        return lambda: watcher.kill(block=False)
-
-    # A thread cannot be woken by two events at once, nor killed: it looks at
-    # ``cancelled`` in short waits until the turn is over.
-    done = threading.Event()
-
-    def poll() -> None:
-        while not done.is_set():
-            if cancelled.wait(_WATCH_SECONDS):
-                if not done.is_set():
-                    action()
-                return
-
-    threading.Thread(target=poll, daemon=True, name="chatapp-cancel-watch").start()
-    return done.set

@@ -8,8 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from chatapp.broker.redis import RedisBroker
-
-from ..redis_server import RedisServer
+from tests.support.redis_server import RedisServer
 
 
 @pytest.fixture

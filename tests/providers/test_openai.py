@@ -13,9 +13,8 @@ from chatapp.broker.base import Message
 from chatapp.errors import ConfigError, ProviderError
 from chatapp.providers.base import ChatRequest, Completion
 from chatapp.providers.openai import OpenAIProvider
-
-from ..servers import wait_for
-from ..upstream import FAULTS, PIECES, SILENCE, Fault, Reply, Upstream, refused_url
+from tests.support.servers import wait_for
+from tests.support.upstream import FAULTS, PIECES, SILENCE, Fault, Reply, Upstream, refused_url
 
 SECRET = "sk-test-provider-0123456789abcdef"
 TIMEOUT = 1.0

@@ -1,0 +1,352 @@
+"""The Redis broker: the :class:`~chatapp.broker.base.Broker` contract on Redis.
+
+The design (keys, entries, wake-ups, liveness) is drawn in :mod:`chatapp.broker.redis`.
+This module is the one place where Redis's own failures become chatapp errors: a
+connection-level failure is a 503, anything else stays a bug.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from ... import events
+from ...errors import ConflictError, ServiceUnavailableError, SessionNotFoundError
+from ...events import Draft, Event, parse_event_id
+from ..base import HISTORY_FULL, Broker, Message, Reader, SessionInfo, TurnHandle
+from . import scripts
+from .client import UNAVAILABLE, RedisError, require
+from .entries import decode_entry, entry_fields
+from .keys import owner_key, session_keys, streams_key
+from .notifications import Notifications
+from .reader import RedisReader
+from .writer import LIVENESS_SECONDS, EventWriter
+
+__all__ = ["RedisBroker"]
+
+log = logging.getLogger("chatapp.broker.redis")
+
+T = TypeVar("T")
+
+#: Entries per read: at most 1,024 events, so a reader owed a long reply gets it in
+#: parts and never holds Events for all of it at once.
+READ_COUNT = 8
+
+
+class RedisBroker(Broker):
+    name = "redis"
+
+    def __init__(self, url: str, *, session_ttl_seconds: int = 86_400, client: Any = None) -> None:
+        redis = require()
+        # One pool per process for every reader and producer: a blocking pool makes a
+        # burst wait for a free connection instead of failing or opening thousands.
+        self.client = client or redis.Redis(
+            connection_pool=redis.BlockingConnectionPool.from_url(
+                url,
+                max_connections=64,
+                timeout=5,
+                socket_timeout=10,
+                socket_connect_timeout=2,
+                health_check_interval=30,
+            )
+        )
+        # Milliseconds, for PEXPIRE: a session untouched this long (and with no turn
+        # running, whose producer keeps it alive) is gone.
+        self._ttl = int(session_ttl_seconds * 1000)
+        self._notifications = Notifications(self.client)
+        self._writers: dict[str, EventWriter] = {}
+        self._begin = self.client.register_script(scripts.BEGIN)
+        self._finish = self.client.register_script(scripts.FINISH)
+        self._interrupt = self.client.register_script(scripts.INTERRUPT)
+        self._hold_stream = self.client.register_script(scripts.HOLD_STREAM)
+        self._renew_stream = self.client.register_script(scripts.RENEW_STREAM)
+
+    def _call(self, operation: Callable[[], T]) -> T:
+        """Run one Redis operation, translating an outage into a 503 for callers."""
+        try:
+            return operation()
+        except UNAVAILABLE as exc:
+            log.warning("redis unavailable: %s", exc)
+            raise ServiceUnavailableError("The chat store is unavailable; try again shortly.") from exc
+
+    # -- sessions ---------------------------------------------------------------------
+
+    def create_session(self, owner: str) -> str:
+        session_id = secrets.token_urlsafe(16)
+        keys = session_keys(session_id)
+        now = time.time()
+
+        def create() -> None:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hset(keys.meta, mapping={"owner": owner, "turn": "", "after": "0-0", "prev": "0-0", "created": now})
+            pipe.pexpire(keys.meta, self._ttl)
+            index = owner_key(owner)
+            pipe.zadd(index, {session_id: now})
+            pipe.pexpire(index, self._ttl)
+            pipe.execute()
+
+        self._call(create)
+        return session_id
+
+    def owner_of(self, session_id: str) -> str | None:
+        keys = session_keys(session_id)
+
+        def fetch() -> Any:
+            # One round trip: the owner, and the session's keys kept alive as a use.
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hget(keys.meta, "owner")
+            for key in (keys.meta, keys.messages, keys.events):
+                pipe.pexpire(key, self._ttl)
+            return pipe.execute()[0]
+
+        owner = self._call(fetch)
+        if owner is None:
+            return None
+        owner = owner.decode()
+        # The owner's index lives as long as the owner's newest-used session.
+        self._call(lambda: self.client.pexpire(owner_key(owner), self._ttl))
+        return str(owner)
+
+    def is_generating(self, session_id: str) -> bool:
+        return bool(self._call(lambda: self.client.hget(session_keys(session_id).meta, "turn")))
+
+    def get_session(self, session_id: str) -> SessionInfo | None:
+        keys = session_keys(session_id)
+
+        def fetch() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hmget(keys.meta, "owner", "turn")
+            pipe.lrange(keys.messages, 0, -1)
+            for key in (keys.meta, keys.messages, keys.events):
+                pipe.pexpire(key, self._ttl)
+            result: list[Any] = pipe.execute()
+            return result
+
+        (owner, turn), raw_messages, *_ = self._call(fetch)
+        if owner is None:
+            return None
+        self._call(lambda: self.client.pexpire(owner_key(owner.decode()), self._ttl))
+        messages = tuple(Message(**json.loads(m)) for m in raw_messages)
+        return SessionInfo(session_id, owner.decode(), messages, bool(turn))
+
+    def delete_session(self, session_id: str) -> bool:
+        keys = session_keys(session_id)
+
+        def delete() -> bool:
+            owner = self.client.hget(keys.meta, "owner")
+            pipe = self.client.pipeline(transaction=False)
+            pipe.publish(keys.notify, "c")
+            pipe.delete(keys.meta, keys.messages, keys.events, keys.alive, keys.cancel)
+            if owner is not None:
+                pipe.zrem(owner_key(owner.decode()), session_id)
+            pipe.publish(keys.notify, "e")
+            return bool(pipe.execute()[1])
+
+        return self._call(delete)
+
+    def count_sessions(self, owner: str) -> int:
+        """The owner's sessions that still exist; expired ones leave the index here."""
+        index = owner_key(owner)
+
+        def count() -> int:
+            members = self.client.zrange(index, 0, -1)
+            if not members:
+                return 0
+            pipe = self.client.pipeline(transaction=False)
+            for member in members:
+                pipe.exists(session_keys(member.decode()).meta)
+            gone = [m for m, exists in zip(members, pipe.execute(), strict=False) if not exists]
+            if gone:
+                self.client.zrem(index, *gone)
+            return len(members) - len(gone)
+
+        return self._call(count)
+
+    # -- turns ------------------------------------------------------------------------
+
+    def begin_turn(self, session_id: str, text: str, *, max_messages: int | None = None) -> TurnHandle:
+        keys = session_keys(session_id)
+        user = Message(_message_id(), "user", text)
+        reply_id = _message_id()
+        result = self._call(
+            lambda: self._begin(
+                keys=[keys.meta, keys.messages, keys.events, keys.alive, keys.cancel],
+                args=[json.dumps(user.to_dict()), reply_id, self._ttl, int(LIVENESS_SECONDS * 1000), max_messages or 0],
+            )
+        )
+        if result == b"missing":
+            raise SessionNotFoundError()
+        if result == b"conflict":
+            raise ConflictError()
+        if result == b"full":
+            raise ConflictError(HISTORY_FULL.format(max_messages), code="history_full")
+        after, owner, *raw_messages = result
+        history = tuple(Message(**json.loads(m)) for m in raw_messages)
+        turn = TurnHandle(session_id, reply_id, history)
+        self._notifications.start()
+        self._notifications.add_turn(turn)
+        self._writers[reply_id] = EventWriter(
+            self.client, turn, after=after.decode(), owner=owner.decode(), ttl_ms=self._ttl
+        )
+        return turn
+
+    def publish(self, turn: TurnHandle, events: Sequence[Draft]) -> None:
+        writer = self._writers.get(turn.message_id)
+        if writer is not None:
+            writer.add(events)
+
+    def finish_turn(self, turn: TurnHandle, reply: str, events: Sequence[Draft]) -> None:
+        writer = self._writers.pop(turn.message_id, None)
+        self._notifications.discard_turn(turn)
+        if writer is None:
+            return
+        writer.close()
+        keys = session_keys(turn.session_id)
+        entry_id, fields = writer.entry(events)
+        message = json.dumps(Message(turn.message_id, "assistant", reply).to_dict()) if reply else ""
+        self._call(
+            lambda: self._finish(
+                keys=[keys.meta, keys.messages, keys.events, keys.alive, keys.cancel, keys.notify],
+                args=[turn.message_id, message, entry_id, json.dumps(fields), self._ttl],
+            )
+        )
+
+    def request_cancel(self, session_id: str) -> bool:
+        keys = session_keys(session_id)
+
+        def cancel() -> bool:
+            owner, turn = self.client.hmget(keys.meta, "owner", "turn")
+            if owner is None:
+                raise SessionNotFoundError()
+            if not turn:
+                return False
+            pipe = self.client.pipeline(transaction=False)
+            pipe.set(keys.cancel, turn, px=self._ttl)
+            pipe.publish(keys.notify, "c")
+            pipe.execute()
+            return True
+
+        return self._call(cancel)
+
+    # -- stream slots -----------------------------------------------------------------
+
+    def hold_stream(self, owner: str, limit: int | None, lease_seconds: float) -> str | None:
+        token = secrets.token_hex(8)
+        held = self._call(
+            lambda: self._hold_stream(keys=[streams_key(owner)], args=[limit or 0, int(lease_seconds * 1000), token])
+        )
+        return token if held else None
+
+    def renew_stream(self, owner: str, token: str, lease_seconds: float) -> None:
+        try:
+            self._renew_stream(keys=[streams_key(owner)], args=[int(lease_seconds * 1000), token])
+        except RedisError as exc:
+            log.warning("stream slot not renewed: %s", type(exc).__name__)
+
+    def release_stream(self, owner: str, token: str) -> None:
+        try:
+            self.client.zrem(streams_key(owner), token)
+        except RedisError as exc:
+            # The lease lapses by itself.
+            log.warning("stream slot not released: %s", type(exc).__name__)
+
+    # -- readers ----------------------------------------------------------------------
+
+    def reader(self, session_id: str) -> Reader:
+        return RedisReader(self, session_id, self._notifications, self._read_now, self._producer_running)
+
+    def read(self, session_id: str, after: str | None, timeout: float) -> list[Event]:
+        reader = self.reader(session_id)
+        try:
+            return reader.read(after, timeout)
+        finally:
+            reader.close()
+
+    def backlog(self, session_id: str, after: str | None) -> list[Event]:
+        if after is not None:
+            prev = self._call(lambda: self.client.hget(session_keys(session_id).meta, "prev"))
+            if prev is not None and parse_event_id(after) <= parse_event_id(prev.decode()):
+                # Older than everything kept: the latest turn from its start.
+                after = None
+        return self.read(session_id, after, 0)
+
+    def _read_now(self, session_id: str, after: str | None) -> tuple[list[Event], str, bool]:
+        """The events after ``after``, where they started, and whether the read was full."""
+        keys = session_keys(session_id)
+
+        def fetch() -> tuple[str, Any]:
+            start = after
+            if start is None:
+                meta = self.client.hget(keys.meta, "after")
+                if meta is None:
+                    raise SessionNotFoundError()
+                start = meta.decode()
+            streams = self.client.xread({keys.events: start}, count=READ_COUNT)
+            # A deleted or expired session has no stream; ask only when nothing came.
+            if not streams and not self.client.exists(keys.meta):
+                raise SessionNotFoundError()
+            return start, streams
+
+        start, streams = self._call(fetch)
+        found: list[Event] = []
+        start_key = parse_event_id(start)
+        count = 0
+        for _, entries in streams or ():
+            count += len(entries)
+            for entry_id, fields in entries:
+                found.extend(decode_entry(entry_id.decode(), fields, start_key))
+        return found, start, count >= READ_COUNT
+
+    def _producer_running(self, session_id: str) -> bool:
+        """Whether a turn is running; ends it for everyone when its producer is gone."""
+        keys = session_keys(session_id)
+
+        def check() -> bool:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hget(keys.meta, "turn")
+            pipe.exists(keys.alive)
+            turn, alive = pipe.execute()
+            if not turn or alive:
+                return bool(turn)
+            turn_id = turn.decode()
+            partial = self._partial_reply(session_id)
+            message = json.dumps(Message(turn_id, "assistant", partial).to_dict()) if partial else ""
+            closing = events.interrupted(turn_id)
+            self._interrupt(
+                keys=[keys.meta, keys.messages, keys.events, keys.alive, keys.cancel, keys.notify],
+                args=[turn_id, message, json.dumps(entry_fields(closing)), len(closing)],
+            )
+            return False
+
+        return self._call(check)
+
+    def _partial_reply(self, session_id: str) -> str:
+        keys = session_keys(session_id)
+        start = self.client.hget(keys.meta, "after")
+        if start is None:
+            return ""
+        entries = self.client.xrange(keys.events, b"(" + start, "+")
+        pieces = []
+        for entry_id, fields in entries:
+            for event in decode_entry(entry_id.decode(), fields, (0, 0)):
+                if event.event == events.TOKEN:
+                    pieces.append(events.text_of(event))
+        return "".join(pieces)
+
+    def ping(self) -> bool:
+        try:
+            return bool(self.client.ping())
+        except RedisError:
+            return False
+
+    def close(self) -> None:
+        self._notifications.stop()
+        self.client.close()
+
+
+def _message_id() -> str:
+    return "msg_" + secrets.token_urlsafe(12)

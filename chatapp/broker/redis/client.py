@@ -1,0 +1,38 @@
+"""redis-py, imported only when present: chatapp imports without the ``redis`` extra.
+
+Modules of this package name Redis's exceptions from here. Without redis-py they are
+classes that nothing raises, and :func:`require` (called by every constructor that
+would talk to Redis) fails with the install hint.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["UNAVAILABLE", "RedisError", "redis", "require"]
+
+_HINT = "The Redis broker and cache need redis-py: pip install 'chatapp[redis]'"
+
+try:
+    import redis
+    from redis.exceptions import ConnectionError as _ConnectionError
+    from redis.exceptions import ReadOnlyError as _ReadOnlyError
+    from redis.exceptions import RedisError
+    from redis.exceptions import TimeoutError as _TimeoutError
+except ImportError:  # pragma: no cover - exercised by the core-only import test
+    redis: Any = None  # type: ignore[no-redef]
+
+    class RedisError(Exception):  # type: ignore[no-redef]
+        """Stands in for redis-py's base error; never raised."""
+
+    _ConnectionError = _ReadOnlyError = _TimeoutError = RedisError  # type: ignore[misc,assignment]
+
+#: Failures that mean "Redis cannot be reached right now" (a 503), as opposed to a bug.
+UNAVAILABLE: tuple[type[Exception], ...] = (_ConnectionError, _TimeoutError, _ReadOnlyError)
+
+
+def require() -> Any:
+    """The ``redis`` module; ``ImportError`` with the install hint when it is missing."""
+    if redis is None:
+        raise ImportError(_HINT)
+    return redis

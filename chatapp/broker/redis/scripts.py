@@ -1,0 +1,100 @@
+"""The Redis broker's Lua scripts: every step that must be atomic is one script.
+
+Each touches the keys of one session, or of one owner, so each runs on one slot of a
+Redis Cluster. The layout of those keys is described in :mod:`chatapp.broker.redis`. No script
+builds an event: payloads come from :mod:`chatapp.events`, already encoded, as arguments.
+"""
+
+from __future__ import annotations
+
+__all__ = ["BEGIN", "FINISH", "HOLD_STREAM", "INTERRUPT", "RENEW_STREAM"]
+
+# Open a turn: refuse when one runs; store the user's message; trim the log to the
+# previous turn; remember where the new turn starts. Answers {after, owner, history...}
+# so the producer needs no second round trip.
+BEGIN = """
+local meta, messages, events = KEYS[1], KEYS[2], KEYS[3]
+if redis.call('EXISTS', meta) == 0 then return 'missing' end
+if redis.call('HGET', meta, 'turn') ~= '' then return 'conflict' end
+local limit = tonumber(ARGV[5])
+if limit > 0 and redis.call('LLEN', messages) + 2 > limit then return 'full' end
+local prev = redis.call('HGET', meta, 'after') or '0-0'
+local last = redis.call('XREVRANGE', events, '+', '-', 'COUNT', 1)
+local after = '0-0'
+if #last > 0 then after = last[1][1] end
+if prev ~= '0-0' then
+  local first = redis.call('XRANGE', events, '(' .. prev, '+', 'COUNT', 1)
+  if #first > 0 then redis.call('XTRIM', events, 'MINID', first[1][1]) end
+end
+redis.call('RPUSH', messages, ARGV[1])
+redis.call('HSET', meta, 'turn', ARGV[2], 'prev', prev, 'after', after)
+redis.call('DEL', KEYS[5])
+redis.call('SET', KEYS[4], ARGV[2], 'PX', ARGV[4])
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
+local reply = {after, redis.call('HGET', meta, 'owner')}
+for _, message in ipairs(redis.call('LRANGE', messages, 0, -1)) do reply[#reply + 1] = message end
+return reply
+"""
+
+# Close the turn: only the producer that owns it may; append the reply and the closing
+# entry in the same step, so a reader that sees `end` can post its next message at once.
+FINISH = """
+local meta, messages, events = KEYS[1], KEYS[2], KEYS[3]
+if redis.call('HGET', meta, 'turn') ~= ARGV[1] then return 0 end
+if ARGV[2] ~= '' then redis.call('RPUSH', messages, ARGV[2]) end
+local fields = cjson.decode(ARGV[4])
+redis.call('XADD', events, ARGV[3], unpack(fields))
+redis.call('HSET', meta, 'turn', '')
+redis.call('DEL', KEYS[4], KEYS[5])
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[5]) end
+redis.call('PUBLISH', KEYS[6], 'e')
+return 1
+"""
+
+# A reader found the producer gone: end the turn once, with ids after the last entry.
+# ARGV: the turn's reply id, the partial reply as a history message ('' for none), the
+# closing entry's fields as a JSON array, and its event count.
+INTERRUPT = """
+local meta, messages, events = KEYS[1], KEYS[2], KEYS[3]
+local turn = redis.call('HGET', meta, 'turn')
+if turn == false or turn == '' or turn ~= ARGV[1] then return 0 end
+if redis.call('EXISTS', KEYS[4]) == 1 then return 0 end
+local t = redis.call('TIME')
+local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local seq = 0
+local last = redis.call('XREVRANGE', events, '+', '-', 'COUNT', 1)
+if #last > 0 then
+  local lms, lseq = string.match(last[1][1], '(%d+)-(%d+)')
+  lms, lseq = tonumber(lms), tonumber(lseq)
+  if lms >= ms then ms = lms; seq = lseq + 1 end
+end
+local end_id = ms .. '-' .. (seq + tonumber(ARGV[4]) - 1)
+if ARGV[2] ~= '' then redis.call('RPUSH', messages, ARGV[2]) end
+redis.call('XADD', events, end_id, unpack(cjson.decode(ARGV[3])))
+redis.call('HSET', meta, 'turn', '')
+redis.call('DEL', KEYS[5])
+redis.call('PUBLISH', KEYS[6], 'e')
+return 1
+"""
+
+
+# Take a stream slot of an owner if fewer than the limit are held; lapsed leases (a
+# worker killed with its streams open) no longer count. Redis's clock, one for all hosts.
+HOLD_STREAM = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local limit = tonumber(ARGV[1])
+if limit > 0 and redis.call('ZCARD', KEYS[1]) >= limit then return 0 end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+RENEW_STREAM = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
+"""

@@ -1,0 +1,1 @@
+"""Tools around a running chatapp: the ``chatapp`` command, its API client, and ``doctor``."""

@@ -1,0 +1,79 @@
+"""Per-owner rate limits on the requests that cost: creating sessions and posting messages.
+
+Flask-Limiter does the counting, in ``memory://`` or, when ``CHATAPP_REDIS_URL`` is set,
+in that Redis so every worker shares one count. The key is the owner (the anonymous
+cookie id or the host's user id), and both endpoints draw on one budget,
+``CHATAPP_RATE_LIMIT``.
+
+Flask-Limiter hooks into the whole app, so this limiter is told to ignore every request
+outside chatapp's blueprint and any default or application-wide limits a host may have
+configured for its own Flask-Limiter: the host's routes are never counted here.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+from flask import Blueprint, Flask, request
+from flask_limiter import Limiter, RateLimitExceeded
+
+from ..config import Settings
+from ..errors import RateLimitedError
+
+__all__ = ["LIMITED_ENDPOINTS", "make_limiter", "rate_limited_error", "storage_uri"]
+
+#: The endpoints whose POSTs draw on ``CHATAPP_RATE_LIMIT``.
+LIMITED_ENDPOINTS = frozenset({"chatapp.create_session", "chatapp.post_message"})
+
+
+def storage_uri(settings: Settings) -> str:
+    """Where the counts live: the Redis of ``CHATAPP_REDIS_URL`` when set, else memory."""
+    url = settings.redis_url
+    if not url:
+        return "memory://"
+    # redis-py spells a Unix socket unix:///path; the limits library, redis+unix:///path.
+    if url.startswith("unix://"):
+        return "redis+unix://" + url[len("unix://"):]
+    return url
+
+
+def make_limiter(app: Flask, blueprint: Blueprint, settings: Settings, owner: Callable[[], str | None]) -> Limiter:
+    """A limiter for ``blueprint`` on ``app``, counting per ``owner()``."""
+
+    def key() -> str:
+        return owner() or ""
+
+    def exempt() -> bool:
+        # Preflights and other methods are free, and so is a request with no owner: the
+        # view answers 401, which costs nothing worth counting.
+        return request.method != "POST" or request.endpoint not in LIMITED_ENDPOINTS or not owner()
+
+    limiter = Limiter(
+        key,
+        storage_uri=storage_uri(settings),
+        strategy="fixed-window",
+        key_prefix="chatapp",
+        headers_enabled=False,
+        # A host's RATELIMIT_DEFAULT / RATELIMIT_APPLICATION are for its own limiter.
+        default_limits_exempt_when=lambda: True,
+        application_limits_exempt_when=lambda: True,
+        # A counting store that is down lets requests through (and logs it) rather than
+        # turning every chat into an error.
+        swallow_errors=True,
+    )
+    limiter.request_filter(lambda: request.blueprint != blueprint.name)
+    limiter.shared_limit(settings.rate_limit, scope="writes", methods=["POST"], exempt_when=exempt)(blueprint)
+    limiter.init_app(app)
+    return limiter
+
+
+def rate_limited_error(limiter: Limiter, exc: RateLimitExceeded) -> RateLimitedError:
+    """Flask-Limiter's breach as our 429, with the seconds until the window resets."""
+    current = limiter.current_limit
+    wait = math.ceil(current.window.reset_time - time.time()) if current is not None else 1
+    return RateLimitedError(
+        f"Too many requests: at most {exc.limit.limit}. Try again in {max(1, wait)} seconds.",
+        retry_after=wait,
+    )

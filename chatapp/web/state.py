@@ -1,0 +1,44 @@
+"""What chatapp keeps for one app, in ``app.extensions["chatapp"]``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from flask import current_app
+from flask_limiter import Limiter
+
+from ..broker.base import Broker
+from ..cache import ResponseCache
+from ..config import Settings
+from ..metrics import Metrics
+from ..providers.base import Provider
+from ..turns import TurnRunner
+from .cors import CorsPolicy
+from .owner import OwnerCallable
+from .streaming import Streams
+
+__all__ = ["ChatAppState", "state"]
+
+
+@dataclass
+class ChatAppState:
+    """Everything chatapp keeps for one app."""
+
+    settings: Settings
+    broker: Broker
+    provider: Provider
+    runner: TurnRunner
+    streams: Streams
+    owner: OwnerCallable
+    limiter: Limiter
+    cors: CorsPolicy
+    #: ``None`` when ``CHATAPP_CACHE_TTL_SECONDS`` is 0.
+    cache: ResponseCache | None = None
+    #: This app's Prometheus registry and recording API (``metrics.cache_hit()``, ...).
+    metrics: Metrics = field(default_factory=Metrics)
+
+
+def state() -> ChatAppState:
+    """The chatapp state of the current app."""
+    found: ChatAppState = current_app.extensions["chatapp"]
+    return found

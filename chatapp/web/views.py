@@ -1,0 +1,263 @@
+"""The blueprint: the chat page, the JSON API, the event stream, and their JSON errors.
+
+Every answer under ``api/`` is JSON, errors included: ``{"error": {"code", "message"}}``.
+Flask gives routing errors (404, 405) to app-wide handlers only, which belong to the host
+site, so a catch-all route of our own answers unknown API paths and wrong methods.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, render_template, request, url_for
+from werkzeug.exceptions import HTTPException, NotFound
+
+from ..errors import (
+    ConflictError,
+    InvalidRequestError,
+    PayloadTooLargeError,
+    SessionNotFoundError,
+    UnauthenticatedError,
+    UnsupportedMediaError,
+)
+from ..events import parse_event_id
+from . import handlers, requestlog
+from .openapi import openapi_document
+from .owner import current_owner
+from .sendguard import client_socket
+from .state import ChatAppState, state
+from .streaming import event_stream_response
+
+__all__ = ["bp"]
+
+log = logging.getLogger("chatapp.api")
+
+# The page's template and static files live beside this module, inside the package, so
+# a wheel carries them; a host's own ``templates/chatapp/index.html`` wins over ours.
+bp = Blueprint("chatapp", __name__, template_folder="templates", static_folder="static", static_url_path="/static")
+bp.before_request(requestlog.start_request)
+bp.after_request(requestlog.finish_request)
+handlers.register(bp)
+
+# token_urlsafe(16) gives 22 characters; anything else is not one of ours.
+_SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+
+def _owner() -> str:
+    owner = current_owner()
+    if owner is None:
+        raise UnauthenticatedError("Sign in to use the chat.")
+    requestlog.note_owner(owner)
+    return owner
+
+
+def _owned_session(app_state: ChatAppState, session_id: str) -> str:
+    """The caller, who owns ``session_id``; 404 for a missing session or another owner's."""
+    owner = _owner()
+    if not _SESSION_ID.match(session_id):
+        raise SessionNotFoundError()
+    # Another owner's session is answered exactly like a missing one.
+    if app_state.broker.owner_of(session_id) != owner:
+        raise SessionNotFoundError()
+    return owner
+
+
+def _json_body(app_state: ChatAppState) -> dict[str, Any]:
+    if request.mimetype != "application/json":
+        raise UnsupportedMediaError("Send the body as application/json.")
+    # A message may be escaped JSON (up to 12 bytes a character), plus a little framing.
+    limit = app_state.settings.max_message_chars * 12 + 4096
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLargeError(f"The request body is larger than {limit} bytes.")
+    raw = _read_body(limit + 1)
+    if len(raw) > limit:
+        raise PayloadTooLargeError(f"The request body is larger than {limit} bytes.")
+    try:
+        body = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise InvalidRequestError("The body is not valid UTF-8.", code="invalid_json") from None
+    except ValueError:
+        raise InvalidRequestError("The body is not valid JSON.", code="invalid_json") from None
+    except RecursionError:
+        # Valid JSON nested deeper than the parser's recursion limit: not a message.
+        raise InvalidRequestError("The body is nested too deeply.", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise InvalidRequestError("The body must be a JSON object.", code="invalid_json")
+    return body
+
+
+def _read_body(size: int) -> bytes:
+    try:
+        return request.stream.read(size)
+    except HTTPException:
+        raise
+    except Exception as exc:
+        # Broken framing (a chunk size that is not hex, a connection cut mid-body) is
+        # raised by the WSGI server's own reader, each in its own exception type: all
+        # of it is the client's bytes, so all of it is a 400.
+        log.info("unreadable request body: %r", exc)
+        raise InvalidRequestError("The request body could not be read.", code="invalid_body") from None
+
+
+def _session_urls(session_id: str) -> dict[str, str]:
+    return {
+        "stream_url": url_for("chatapp.stream", session_id=session_id),
+        "messages_url": url_for("chatapp.post_message", session_id=session_id),
+    }
+
+
+# -- page and health --------------------------------------------------------------------
+
+
+@bp.get("/")
+def page() -> str:
+    return render_template("chatapp/index.html", api_base=url_for("chatapp.create_session"))
+
+
+@bp.get("/healthz")
+def healthz() -> tuple[Response, int]:
+    app_state = state()
+    ok = app_state.broker.ping()
+    body = {
+        "status": "ok" if ok else "unavailable",
+        "broker": {"backend": app_state.broker.name, "ok": ok},
+        "streams": app_state.streams.total,
+        # Lets clients (chatapp doctor) tell a held heartbeat from a slow one.
+        "heartbeat_seconds": app_state.settings.heartbeat_seconds,
+    }
+    return jsonify(body), 200 if ok else 503
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    """Prometheus text format; ``CHATAPP_METRICS=off`` hides it."""
+    app_state = state()
+    if not app_state.settings.metrics:
+        raise NotFound()
+    body, content_type = app_state.metrics.render()
+    return Response(body, content_type=content_type, headers={"Cache-Control": "no-store"})
+
+
+# -- sessions ---------------------------------------------------------------------------
+
+
+@bp.post("/api/sessions")
+def create_session() -> tuple[Response, int, dict[str, str]]:
+    app_state = state()
+    owner = _owner()
+    limit = app_state.settings.max_sessions_per_owner
+    # Checked before creating, so a burst of parallel creates may pass the bound by a
+    # few; the rate limit keeps bursts small.
+    if app_state.broker.count_sessions(owner) >= limit:
+        raise ConflictError(
+            f"You have {limit} chats already; delete one (or let an idle one expire) to start another.",
+            code="too_many_sessions",
+        )
+    session_id = app_state.broker.create_session(owner)
+    urls = _session_urls(session_id)
+    location = url_for("chatapp.get_session", session_id=session_id)
+    return jsonify(session_id=session_id, **urls), 201, {"Location": location}
+
+
+@bp.get("/api/sessions/<session_id>")
+def get_session(session_id: str) -> Response:
+    owner = _owner()
+    session = state().broker.get_session(session_id) if _SESSION_ID.match(session_id) else None
+    if session is None or session.owner != owner:
+        raise SessionNotFoundError()
+    return jsonify(
+        session_id=session.session_id,
+        messages=[m.to_dict() for m in session.messages],
+        generating=session.generating,
+    )
+
+
+@bp.delete("/api/sessions/<session_id>")
+def delete_session(session_id: str) -> tuple[str, int]:
+    app_state = state()
+    _owned_session(app_state, session_id)
+    app_state.broker.delete_session(session_id)
+    return "", 204
+
+
+# -- turns ------------------------------------------------------------------------------
+
+
+@bp.post("/api/sessions/<session_id>/messages")
+def post_message(session_id: str) -> tuple[Response, int]:
+    app_state = state()
+    _owned_session(app_state, session_id)
+    body = _json_body(app_state)
+    message = body.get("message")
+    if not isinstance(message, str):
+        raise InvalidRequestError('"message" must be a string.')
+    if not message.strip():
+        raise InvalidRequestError('"message" must not be empty.')
+    if _SURROGATE.search(message):
+        # JSON can escape half of a UTF-16 pair ("\\ud800"), which is no character at all.
+        raise InvalidRequestError('"message" contains an unpaired surrogate escape.')
+    limit = app_state.settings.max_message_chars
+    if len(message) > limit:
+        raise PayloadTooLargeError(f'"message" is longer than {limit} characters.', code="message_too_long")
+    turn = app_state.runner.start(session_id, message)
+    return jsonify(message_id=turn.message_id, stream_url=url_for("chatapp.stream", session_id=session_id)), 202
+
+
+@bp.post("/api/sessions/<session_id>/cancel")
+def cancel(session_id: str) -> tuple[Response, int]:
+    app_state = state()
+    _owned_session(app_state, session_id)
+    cancelled = app_state.broker.request_cancel(session_id)
+    return jsonify(cancelled=cancelled), 202
+
+
+@bp.get("/api/sessions/<session_id>/stream")
+def stream(session_id: str) -> Response:
+    app_state = state()
+    owner = _owned_session(app_state, session_id)
+    after = request.headers.get("Last-Event-ID")
+    if after is None:
+        after = request.args.get("last_event_id")
+    # Only HTTP's own blanks are trimmed; an empty id means none, as for EventSource.
+    after = (after or "").strip(" \t") or None
+    if after is not None:
+        try:
+            parse_event_id(after)
+        except ValueError:
+            raise InvalidRequestError("Last-Event-ID is not an event id of this stream.", code="invalid_last_event_id") from None
+    follow = request.args.get("follow", "").lower() in ("1", "true", "yes")
+    backlog = app_state.broker.backlog(session_id, after)
+    if not backlog and not follow and not app_state.broker.is_generating(session_id):
+        # Nothing newer and nothing coming: 204 tells EventSource to stop reconnecting.
+        return Response(status=204)
+    stream = app_state.streams.open(
+        session_id, owner, after=after, backlog=backlog, follow=follow, sock=client_socket(request.environ)
+    )
+    return event_stream_response(stream)
+
+
+@bp.get("/api/openapi.json")
+def openapi() -> Response:
+    prefix = url_for("chatapp.create_session").rsplit("/api/", 1)[0]
+    return jsonify(openapi_document(prefix, max_message_chars=state().settings.max_message_chars))
+
+
+@bp.after_request
+def add_cors_headers(response: Response) -> Response:
+    return state().cors.apply(response)
+
+
+@bp.route("/api", defaults={"rest": ""}, methods=handlers.ALL_METHODS)
+@bp.route("/api/<path:rest>", methods=handlers.ALL_METHODS)
+def api_fallback(rest: str) -> Response:
+    """Unknown API paths (404) and known ones with the wrong method (405), as JSON."""
+    return handlers.unmatched_api_request()
+
+

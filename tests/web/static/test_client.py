@@ -1,0 +1,175 @@
+"""static/chatapp.js, the reusable client, on a host site's own page in headless Chromium.
+
+The scripted host app serves its own page at ``/`` that includes only chatapp.js, with
+chatapp mounted at ``/assistant``; the tests drive ``ChatAppClient`` as a host page would.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from playwright.sync_api import Page
+
+from tests.support.apps.scripted import PREFIX
+from tests.support.browser import Tabs
+from tests.support.servers import ChatServer, ServerFactory
+
+#: Runs in the page: send a message and collect every callback until `end`.
+FOLLOW = """
+async ([text, options]) => {
+    const client = new ChatAppClient(document.body.dataset.apiBase, options || {});
+    const calls = [];
+    const done = new Promise((resolve) => {
+        const handlers = {};
+        for (const name of ["start", "token", "error", "end", "open", "reconnecting", "closed"]) {
+            handlers[name] = (data, event) => {
+                calls.push([name, data === undefined ? null : data, event ? event.lastEventId : null]);
+                if (name === "end" || name === "closed") resolve();
+            };
+        }
+        client.send(text, handlers).catch((error) => { calls.push(["rejected", error.code]); resolve(); });
+    });
+    await done;
+    window.client = client;
+    return {calls, sessionId: client.sessionId};
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def scripted(start_server: ServerFactory) -> ChatServer:
+    return start_server(app="tests.support.apps.scripted:app", health_path=PREFIX + "/healthz")
+
+
+@pytest.fixture
+def page(scripted: ChatServer, new_tab: Tabs) -> Page:
+    page = new_tab(scripted.base_url + "/").page
+    assert page.evaluate("typeof ChatAppClient") == "function"
+    return page
+
+
+def names(calls: list[list[Any]]) -> list[str]:
+    return [call[0] for call in calls if call[0] != "token"]
+
+
+def text_of(calls: list[list[Any]]) -> str:
+    return "".join(call[1]["text"] for call in calls if call[0] == "token")
+
+
+def test_send_follows_the_reply_to_its_end(page: Page) -> None:
+    result = page.evaluate(FOLLOW, ["hello", None])
+    calls = result["calls"]
+    assert names(calls) == ["open", "start", "end"]
+    assert text_of(calls) == "You said: hello"
+    start, end = calls[1], calls[-1]
+    assert start[1]["model"] == "scripted" and end[1]["finish_reason"] == "stop"
+    assert end[1]["message_id"] == start[1]["message_id"]
+    # The stream was closed on `end`: EventSource does not reconnect.
+    assert page.evaluate("client.subscription") is None
+    history = page.evaluate("client.history()")
+    assert history["session_id"] == result["sessionId"]
+    assert [m["content"] for m in history["messages"]] == ["hello", "You said: hello"]
+    # Without `remember`, nothing is stored.
+    assert page.evaluate("Object.keys(localStorage)") == []
+
+
+def test_stop_cancels_the_reply(page: Page) -> None:
+    calls = page.evaluate(
+        """async () => {
+            const client = new ChatAppClient(document.body.dataset.apiBase);
+            const calls = [];
+            await new Promise((resolve) => {
+                let stopping = false;
+                client.send("slow", {
+                    token: (d) => { calls.push(["token", d]); if (!stopping) { stopping = true; client.stop(); } },
+                    end: (d) => { calls.push(["end", d]); resolve(); },
+                });
+            });
+            return calls;
+        }"""
+    )
+    assert calls[-1][1]["finish_reason"] == "cancelled"
+    assert 1 <= len(calls) - 1 < 400
+
+
+def test_server_errors_reach_the_error_handler(page: Page) -> None:
+    calls = page.evaluate(FOLLOW, ["flaky", None])["calls"]
+    assert names(calls) == ["open", "start", "error", "end"]
+    assert text_of(calls) == "Starting"
+    [error] = [call[1] for call in calls if call[0] == "error"]
+    assert error == {"code": "upstream_error", "message": "The model is overloaded; try again.", "retryable": True}
+    assert calls[-1][1]["finish_reason"] == "error"
+
+
+def test_subscribe_after_an_id_resumes_there(page: Page) -> None:
+    calls = page.evaluate(FOLLOW, ["abc", None])["calls"]
+    start_id = calls[1][2]
+    resumed = page.evaluate(
+        """(after) => new Promise((resolve) => {
+            const seen = [];
+            client.subscribe({
+                token: (d, e) => seen.push(["token", d, e.lastEventId]),
+                start: (d, e) => seen.push(["start", d, e.lastEventId]),
+                end: (d, e) => { seen.push(["end", d, e.lastEventId]); resolve(seen); },
+            }, {after});
+        })""",
+        start_id,
+    )
+    assert [c[0] for c in resumed][0] == "token"
+    assert resumed == [c for c in calls if c[0] in ("token", "end")]
+
+
+def test_remember_keeps_the_session_per_api_base(scripted: ChatServer, page: Page) -> None:
+    result = page.evaluate(FOLLOW, ["hi", {"remember": True}])
+    key = "chatapp:session:" + scripted.base_url + PREFIX + "/api/sessions"
+    assert page.evaluate("Object.entries(localStorage)") == [[key, result["sessionId"]]]
+    # A new client on the same base picks the session up; another base does not.
+    assert page.evaluate("new ChatAppClient(document.body.dataset.apiBase, {remember: true}).sessionId") == result["sessionId"]
+    assert page.evaluate("new ChatAppClient('/elsewhere/api/sessions', {remember: true}).sessionId") is None
+    page.evaluate("client.reset()")
+    assert page.evaluate("Object.keys(localStorage)") == []
+    assert page.evaluate("client.sessionId") is None
+
+
+def test_forget_deletes_the_session(page: Page) -> None:
+    result = page.evaluate(FOLLOW, ["hi", None])
+    page.evaluate("client.forget()")
+    assert page.evaluate("client.sessionId") is None
+    gone = page.evaluate(
+        "async (id) => { const c = new ChatAppClient(document.body.dataset.apiBase, {sessionId: id}); return [await c.history(), c.sessionId]; }",
+        result["sessionId"],
+    )
+    assert gone == [None, None]
+
+
+def test_api_errors_reject_with_status_and_code(page: Page) -> None:
+    error = page.evaluate(
+        """async () => {
+            const client = new ChatAppClient(document.body.dataset.apiBase);
+            try { await client.send("   ", {}); } catch (e) {
+                return {name: e.name, status: e.status, code: e.code, message: e.message, retryable: e.retryable, isError: e instanceof Error};
+            }
+        }"""
+    )
+    assert error == {
+        "name": "ChatAppError",
+        "status": 400,
+        "code": "invalid_request",
+        "message": '"message" must not be empty.',
+        "retryable": False,
+        "isError": True,
+    }
+
+
+def test_network_errors_are_retryable(page: Page) -> None:
+    from tests.support.servers import free_port
+
+    error = page.evaluate(
+        """async (base) => {
+            const client = new ChatAppClient(base);
+            try { await client.open(); } catch (e) { return {status: e.status, code: e.code, retryable: e.retryable}; }
+        }""",
+        f"http://127.0.0.1:{free_port()}/api/sessions",
+    )
+    assert error == {"status": 0, "code": "network_error", "retryable": True}

@@ -1,0 +1,441 @@
+"""The chat page in real headless Chromium against real gunicorn+gevent servers.
+
+Most tests use the scripted host app (chatapp mounted at ``/assistant``), whose replies
+are chosen by the message, so the model can be made to say HTML, scripts split across
+tokens, Markdown, or fail. One server runs the standalone app with the demo provider.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.support.apps.scripted import PREFIX, words
+from tests.support.browser import TIMEOUT_MS, Tabs
+from tests.support.servers import ChatServer, ServerFactory
+from tests.support.tcpproxy import TCPProxy
+
+ASSISTANT = '[data-role="assistant"]'
+USER = '[data-role="user"]'
+
+
+@pytest.fixture(scope="module")
+def scripted(start_server: ServerFactory) -> ChatServer:
+    return start_server({"CHATAPP_RETRY_MS": "500"}, app="tests.support.apps.scripted:app", health_path=PREFIX + "/healthz")
+
+
+@pytest.fixture(scope="module")
+def demo(start_server: ServerFactory) -> ChatServer:
+    return start_server({"CHATAPP_DEMO_DELAY_MS": "60", "CHATAPP_DEMO_REPLY_WORDS": "40"})
+
+
+def page_url(server: ChatServer) -> str:
+    return server.base_url + PREFIX + "/"
+
+
+def send(page: Page, text: str) -> None:
+    box = page.get_by_label("Message")
+    box.fill(text)
+    box.press("Enter")
+
+
+def wait_idle(page: Page) -> None:
+    """Wait until no reply is being generated."""
+    expect(page.locator(f"{ASSISTANT}[aria-busy]")).to_have_count(0, timeout=TIMEOUT_MS)
+    expect(page.get_by_role("button", name="Send")).to_be_visible()
+
+
+def reply_text(page: Page, index: int = -1) -> str:
+    return page.locator(f"{ASSISTANT} .message-content").nth(index).inner_text()
+
+
+def history(page: Page) -> dict:
+    """The session's history from the API, fetched by the page with its own cookie."""
+    return page.evaluate(
+        """async () => {
+            const base = document.body.dataset.apiBase;
+            const id = localStorage.getItem("chatapp:session:" + new URL(base, location.href).href);
+            const response = await fetch(base + "/" + id);
+            return await response.json();
+        }"""
+    )
+
+
+def record_lengths(page: Page) -> None:
+    """Record the text length of the newest reply at every change of the log."""
+    page.evaluate(
+        """() => {
+            window.__lengths = [];
+            new MutationObserver(() => {
+                const replies = document.querySelectorAll('[data-role="assistant"] .message-content');
+                const last = replies[replies.length - 1];
+                if (last) window.__lengths.push(last.textContent.length);
+            }).observe(document.getElementById("log"), {childList: true, subtree: true, characterData: true});
+        }"""
+    )
+
+
+# -- streaming ----------------------------------------------------------------------------
+
+
+def test_reply_streams_in_progressively(demo: ChatServer, new_tab: Tabs) -> None:
+    tab = new_tab(demo.base_url + "/")
+    page = tab.page
+    record_lengths(page)
+    send(page, "hello")
+    expect(page.locator(USER)).to_have_text("hello")
+    # While generating: a visible state, Send disabled, Stop offered.
+    expect(page.locator(f"{ASSISTANT}.is-generating")).to_have_count(1)
+    expect(page.get_by_role("button", name="Stop")).to_be_visible()
+    assert page.locator("#send").is_disabled()
+    wait_idle(page)
+
+    final = reply_text(page)
+    lengths = page.evaluate("window.__lengths")
+    partial = sorted({n for n in lengths if 0 < n < len(final)})
+    assert len(partial) >= 3, lengths
+    assert len(final.split()) == 40
+    assert history(page)["messages"][-1]["content"] == final
+    expect(page.locator("#model")).to_have_text("demo")
+    assert tab.console_errors == []
+    # Everything came from this server: no CDN, no external fetch.
+    assert {urlsplit(url).netloc for url in tab.requests} == {urlsplit(demo.base_url).netloc}
+
+
+def test_stop_halts_the_text_and_the_next_message_works(scripted: ChatServer, new_tab: Tabs) -> None:
+    page = new_tab(page_url(scripted)).page
+    send(page, "slow")
+    page.wait_for_function("() => (document.querySelector('[data-role=assistant] .message-content').textContent.length > 30)")
+    page.get_by_role("button", name="Stop").click()
+    wait_idle(page)
+    expect(page.locator(f"{ASSISTANT} .message-note")).to_have_text("Stopped")
+    stopped = reply_text(page)
+    # The reply is cut (the full one has 400 words) and does not grow after `end`.
+    assert stopped == "".join(words("word", len(stopped.split())))
+    assert 0 < len(stopped.split()) < 400
+    page.wait_for_timeout(500)
+    assert reply_text(page) == stopped
+    assert history(page)["messages"][-1]["content"] == stopped
+
+    send(page, "and now?")
+    wait_idle(page)
+    assert reply_text(page) == "You said: and now?"
+    expect(page.locator(USER)).to_have_count(2)
+
+
+def test_escape_stops_too(scripted: ChatServer, new_tab: Tabs) -> None:
+    page = new_tab(page_url(scripted)).page
+    send(page, "slow")
+    page.wait_for_function("() => (document.querySelector('[data-role=assistant] .message-content').textContent.length > 10)")
+    page.keyboard.press("Escape")
+    wait_idle(page)
+    expect(page.locator(f"{ASSISTANT} .message-note")).to_have_text("Stopped")
+
+
+# -- reload -------------------------------------------------------------------------------
+
+
+def test_reload_restores_the_conversation(scripted: ChatServer, new_tab: Tabs) -> None:
+    tab = new_tab(page_url(scripted))
+    page = tab.page
+    send(page, "markdown")
+    wait_idle(page)
+    send(page, "second")
+    wait_idle(page)
+    log_html = page.locator("#log").inner_html()
+
+    page.reload()
+    expect(page.locator(f"{USER}, {ASSISTANT}")).to_have_count(4)
+    roles = page.locator("#log > article").evaluate_all("els => els.map(e => e.dataset.role)")
+    assert roles == ["user", "assistant", "user", "assistant"]
+    # The Markdown rendered from history is the very DOM the live stream built.
+    strip = re.compile(r' data-message-id="[^"]*"')
+    assert strip.sub("", page.locator("#log").inner_html()) == strip.sub("", log_html)
+    assert reply_text(page) == "You said: second"
+    # A session id of another mount does not leak in: the key names this mount's API.
+    keys = page.evaluate("Object.keys(localStorage)")
+    assert keys == ["chatapp:session:" + scripted.base_url + PREFIX + "/api/sessions"]
+    assert tab.console_errors == []
+
+
+def test_reload_resumes_a_reply_still_generating(scripted: ChatServer, new_tab: Tabs) -> None:
+    page = new_tab(page_url(scripted)).page
+    send(page, "medium")
+    page.wait_for_function("() => (document.querySelector('[data-role=assistant] .message-content').textContent.length > 12)")
+    page.reload()
+    # The stream replays the running turn from its start, then goes on live.
+    expect(page.locator(f"{ASSISTANT}[aria-busy]")).to_have_count(1)
+    expect(page.get_by_role("button", name="Stop")).to_be_visible()
+    wait_idle(page)
+    expect(page.locator(USER)).to_have_count(1)
+    text = reply_text(page)
+    assert text == "".join(words("w", 60))
+    assert history(page)["messages"][-1]["content"] == text
+
+
+def test_a_session_gone_from_the_server_starts_fresh(scripted: ChatServer, new_tab: Tabs) -> None:
+    page = new_tab(page_url(scripted)).page
+    send(page, "hello")
+    wait_idle(page)
+    key = page.evaluate("Object.keys(localStorage)[0]")
+    page.evaluate("key => localStorage.setItem(key, 'AAAAAAAAAAAAAAAAAAAAAA')", key)
+    page.reload()
+    expect(page.locator("#empty")).to_be_visible()
+    assert page.evaluate("Object.keys(localStorage)") == []
+    send(page, "again")
+    wait_idle(page)
+    assert reply_text(page) == "You said: again"
+
+
+def test_new_chat_starts_an_empty_conversation(scripted: ChatServer, new_tab: Tabs) -> None:
+    page = new_tab(page_url(scripted)).page
+    send(page, "hello")
+    wait_idle(page)
+    old = page.evaluate("Object.values(localStorage)")
+    page.get_by_role("button", name="New chat").click()
+    expect(page.locator("#log > article")).to_have_count(0)
+    expect(page.locator("#empty")).to_be_visible()
+    expect(page.get_by_label("Message")).to_be_focused()
+    send(page, "fresh")
+    wait_idle(page)
+    assert page.evaluate("Object.values(localStorage)") != old
+    page.reload()
+    expect(page.locator(USER)).to_have_text(["fresh"])
+
+
+# -- untrusted model text -----------------------------------------------------------------
+
+
+def assert_nothing_ran(page: Page) -> None:
+    assert page.evaluate("window.__pwned") is None
+    log = page.locator("#log")
+    assert log.locator("script, img, svg, iframe, object, embed, style, div[onmouseover]").count() == 0
+    attributes = log.evaluate(
+        "el => [...el.querySelectorAll('*')].flatMap(n => [...n.attributes].map(a => a.name))"
+    )
+    assert not [name for name in attributes if name.startswith("on")]
+    hrefs = log.locator("a").evaluate_all("els => els.map(a => a.getAttribute('href'))")
+    assert hrefs == ["https://example.com/a?b=1"]
+
+
+def test_model_html_and_scripts_render_as_text(scripted: ChatServer, new_tab: Tabs) -> None:
+    tab = new_tab(page_url(scripted))
+    page = tab.page
+    send(page, "hostile")
+    wait_idle(page)
+    text = reply_text(page)
+    # The tags split across tokens arrive whole, as text.
+    assert "<script>window.__pwned='script'</script>" in text
+    assert "<img src=x onerror=\"window.__pwned='img'\">" in text
+    assert "<a href=\"javascript:window.__pwned='href'\">a link</a>" in text
+    # Markdown links to javascript: or data: URLs keep their words and lose the URL.
+    assert "click me" in text and "(javascript:" not in text and "(data:" not in text
+    assert_nothing_ran(page)
+    page.locator(f"{ASSISTANT} >> text=hover").hover()
+    page.locator(f"{ASSISTANT} >> text=click me").click()
+    assert page.evaluate("window.__pwned") is None
+
+    # The same text rendered from history after a reload runs nothing either.
+    page.reload()
+    expect(page.locator(ASSISTANT)).to_have_count(1)
+    assert reply_text(page) == text
+    assert_nothing_ran(page)
+    assert tab.console_errors == []
+
+
+def test_user_html_is_text(scripted: ChatServer, new_tab: Tabs) -> None:
+    page = new_tab(page_url(scripted)).page
+    hostile = "<img src=x onerror=\"window.__pwned='user'\"><b>hi</b>"
+    send(page, hostile)
+    wait_idle(page)
+    expect(page.locator(USER)).to_have_text(hostile)
+    assert reply_text(page) == "You said: " + hostile
+    assert page.evaluate("window.__pwned") is None
+    assert page.locator("#log img, #log b").count() == 0
+
+
+def test_markdown_from_the_model(scripted: ChatServer, new_tab: Tabs) -> None:
+    page = new_tab(page_url(scripted)).page
+    send(page, "markdown")
+    wait_idle(page)
+    reply = page.locator(f"{ASSISTANT} .message-content")
+    expect(reply.locator("h3")).to_have_text("Heading")
+    expect(reply.locator("strong")).to_have_text("bold")
+    expect(reply.locator("em")).to_have_text("italic")
+    expect(reply.locator("p > code")).to_have_text("inline <code>")
+    expect(reply.locator("ul > li")).to_have_count(2)
+    expect(reply.locator("ol > li")).to_have_text(["one", "two"])
+    link = reply.locator("a")
+    expect(link).to_have_text("link")
+    expect(link).to_have_attribute("href", "https://example.com/docs")
+    expect(link).to_have_attribute("rel", "noopener noreferrer nofollow")
+    expect(reply.locator("pre code")).to_have_text('print("<b>not bold</b>")')
+    expect(reply.locator("pre")).to_have_attribute("data-lang", "python")
+    expect(reply.locator("blockquote")).to_have_text("a quote")
+    expect(reply.get_by_role("button", name="Copy")).to_have_count(1)
+
+
+# -- errors and the connection ------------------------------------------------------------
+
+
+def test_a_retryable_server_error_offers_retry(scripted: ChatServer, new_tab: Tabs) -> None:
+    page = new_tab(page_url(scripted)).page
+    send(page, "flaky")
+    wait_idle(page)
+    error = page.locator(f"{ASSISTANT} .message-error")
+    expect(error).to_have_attribute("role", "alert")
+    expect(error).to_contain_text("The model is overloaded; try again.")
+    assert reply_text(page) == "Starting"
+    error.get_by_role("button", name="Retry").click()
+    wait_idle(page)
+    assert reply_text(page) == "Starting and finished."
+    expect(page.get_by_role("button", name="Retry")).to_have_count(0)
+    expect(page.locator(USER)).to_have_count(2)
+
+
+def test_a_final_server_error_has_no_retry(scripted: ChatServer, new_tab: Tabs) -> None:
+    page = new_tab(page_url(scripted)).page
+    send(page, "fatal")
+    wait_idle(page)
+    expect(page.locator(f"{ASSISTANT} .message-error")).to_have_text("The model refused this request.")
+    expect(page.get_by_role("button", name="Retry")).to_have_count(0)
+    # The conversation goes on.
+    send(page, "ok")
+    wait_idle(page)
+    assert reply_text(page) == "You said: ok"
+
+
+def test_a_rejected_message_goes_back_to_the_composer(start_server: ServerFactory, new_tab: Tabs) -> None:
+    server = start_server({"CHATAPP_MAX_MESSAGE_CHARS": "10"}, app="tests.support.apps.scripted:app", health_path=PREFIX + "/healthz")
+    page = new_tab(page_url(server)).page
+    send(page, "far too long a message")
+    notice = page.locator("#notice")
+    expect(notice).to_be_visible()
+    expect(notice).to_contain_text("longer than 10 characters")
+    expect(page.locator("#log > article")).to_have_count(0)
+    expect(page.get_by_label("Message")).to_have_value("far too long a message")
+    # 413 is not worth retrying as it is.
+    expect(notice.get_by_role("button", name="Retry")).to_be_hidden()
+
+
+def test_a_dropped_connection_resumes_without_duplicates(scripted: ChatServer, new_tab: Tabs) -> None:
+    proxy = TCPProxy(scripted.port)
+    try:
+        page = new_tab(proxy.base_url + PREFIX + "/").page
+        page.evaluate(
+            """() => {
+                window.__sawReconnecting = false;
+                const indicator = document.getElementById("connection");
+                new MutationObserver(() => { if (!indicator.hidden) window.__sawReconnecting = true; })
+                    .observe(indicator, {attributes: true});
+            }"""
+        )
+        send(page, "resumable")
+        page.wait_for_function("() => (document.querySelector('[data-role=assistant] .message-content').textContent.length > 12)")
+        assert proxy.drop() >= 1
+        page.wait_for_function("() => window.__sawReconnecting")
+        wait_idle(page)
+        expect(page.locator("#connection")).to_be_hidden()
+        text = reply_text(page)
+        assert text == "".join(words("r", 120))
+        assert history(page)["messages"][-1]["content"] == text
+        # EventSource reconnected by itself, naming the last event it had.
+        assert re.search(r"(?im)^last-event-id: \d+-\d+\r$", proxy.requests())
+    finally:
+        proxy.close()
+
+
+# -- keyboard, accessibility, layout ------------------------------------------------------
+
+
+def test_enter_sends_and_shift_enter_adds_a_line(scripted: ChatServer, new_tab: Tabs) -> None:
+    page = new_tab(page_url(scripted)).page
+    box = page.get_by_label("Message")
+    box.click()
+    page.keyboard.type("line one")
+    page.keyboard.press("Shift+Enter")
+    page.keyboard.type("line two")
+    expect(box).to_have_value("line one\nline two")
+    expect(page.locator("#log > article")).to_have_count(0)
+    page.keyboard.press("Enter")
+    expect(page.locator(USER)).to_have_text("line one\nline two")
+    expect(box).to_have_value("")
+    wait_idle(page)
+    assert reply_text(page) == "You said: line one\nline two"
+
+
+def test_keyboard_only_use_with_visible_focus(scripted: ChatServer, new_tab: Tabs) -> None:
+    page = new_tab(page_url(scripted)).page
+    # Tab from the top reaches the skip link, which lands in the message box.
+    page.keyboard.press("Tab")
+    skip = page.get_by_role("link", name="Skip to the message box")
+    expect(skip).to_be_focused()
+    assert skip.evaluate("el => getComputedStyle(el).transform") == "none"
+    page.keyboard.press("Tab")
+    new_chat = page.get_by_role("button", name="New chat")
+    expect(new_chat).to_be_focused()
+    outline = new_chat.evaluate("el => [getComputedStyle(el).outlineStyle, getComputedStyle(el).outlineWidth]")
+    assert outline[0] == "solid" and outline[1] != "0px"
+    page.keyboard.press("Shift+Tab")
+    page.keyboard.press("Enter")
+    expect(page.get_by_label("Message")).to_be_focused()
+    page.keyboard.type("hello")
+    page.keyboard.press("Enter")
+    wait_idle(page)
+    assert reply_text(page) == "You said: hello"
+    expect(page.get_by_label("Message")).to_be_focused()
+
+
+def test_accessible_structure(scripted: ChatServer, new_tab: Tabs) -> None:
+    page = new_tab(page_url(scripted)).page
+    log = page.locator("#log")
+    expect(log).to_have_attribute("aria-live", "polite")
+    expect(log).to_have_attribute("role", "log")
+    send(page, "slow")
+    stop = page.get_by_role("button", name="Stop")
+    expect(stop).to_be_visible()
+    # The reply is marked busy while it grows, so screen readers read it whole.
+    expect(page.locator(ASSISTANT)).to_have_attribute("aria-busy", "true")
+    stop.click()
+    wait_idle(page)
+    expect(page.locator(ASSISTANT)).not_to_have_attribute("aria-busy", "true")
+    expect(page.get_by_role("button", name="Stop")).to_be_hidden()
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_phone_width_has_no_horizontal_scroll(scripted: ChatServer, new_tab: Tabs, scheme: str) -> None:
+    page = new_tab(page_url(scripted), viewport={"width": 390, "height": 844}, color_scheme=scheme).page
+
+    def overflow() -> int:
+        return page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+
+    assert overflow() == 0
+    for message in ("wide", "markdown", "x" * 400):
+        send(page, message)
+        wait_idle(page)
+        assert overflow() == 0, message
+    # The code block scrolls inside itself instead.
+    pre = page.locator("pre").first
+    assert pre.evaluate("el => el.scrollWidth > el.clientWidth")
+
+
+def test_themes_follow_the_color_scheme(scripted: ChatServer, new_tab: Tabs) -> None:
+    backgrounds = {}
+    for scheme in ("light", "dark"):
+        page = new_tab(page_url(scripted), color_scheme=scheme).page
+        backgrounds[scheme] = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert backgrounds["light"] == "rgb(247, 247, 245)"
+    assert backgrounds["dark"] == "rgb(24, 24, 27)"
+
+
+def test_page_and_assets_are_under_the_mount_point(scripted: ChatServer, new_tab: Tabs) -> None:
+    tab = new_tab(page_url(scripted))
+    send(tab.page, "hello")
+    wait_idle(tab.page)
+    prefix = scripted.base_url + PREFIX + "/"
+    assert tab.requests and all(url.startswith(prefix) for url in tab.requests), tab.requests
+    assert any("/static/chatapp.css" in url for url in tab.requests)
+    assert tab.console_errors == []
