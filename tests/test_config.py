@@ -25,6 +25,27 @@ def test_every_key_of_the_spec_is_declared() -> None:
     assert set(option_names()) >= SPEC_KEYS
 
 
+def test_the_extension_docstring_lists_every_setting() -> None:
+    from dataclasses import fields
+
+    from chatapp import ChatApp
+    from chatapp.config import ServerSettings
+
+    for table in (Settings, ServerSettings):
+        for f in fields(table):
+            assert f.metadata["name"] in (ChatApp.__doc__ or "")
+
+
+def test_server_settings_from_the_environment() -> None:
+    from chatapp.config import load_server_settings
+
+    assert load_server_settings({}).address == "0.0.0.0:8000"
+    assert load_server_settings({"PORT": "9001"}).address == "0.0.0.0:9001"
+    assert load_server_settings({"PORT": "9001", "CHATAPP_BIND": "127.0.0.1:7000"}).address == "127.0.0.1:7000"
+    with pytest.raises(ConfigError, match="WEB_CONCURRENCY='0' is invalid"):
+        load_server_settings({"WEB_CONCURRENCY": "0"})
+
+
 def test_defaults() -> None:
     settings = load_settings({}, {})
     assert settings == Settings()

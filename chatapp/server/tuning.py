@@ -28,13 +28,15 @@ _GC_YOUNG_THRESHOLD = 50_000
 
 def tune_worker(worker: Any) -> None:
     """Apply the tuning to a gunicorn worker (``post_worker_init`` hook)."""
-    if type(worker).__module__ == "gunicorn.workers.ggevent":
-        from gunicorn import util
+    from gunicorn import util
+    from gunicorn.workers.ggevent import GeventWorker
 
-        # gunicorn's Response calls util.write(sock, data, chunked) for the headers and
-        # every body item; the signature is kept.
-        if getattr(util, "write", None) is not None and getattr(util.write, "__module__", "") == "gunicorn.util":
-            util.write = write
+    # gunicorn's Response calls util.write(sock, data, chunked) for the headers and every
+    # body item; the signature is kept. gunicorn offers no hook for its writes, so this is
+    # the one place chatapp replaces a function of gunicorn's, and only its own.
+    original = getattr(util, "write", None)
+    if isinstance(worker, GeventWorker) and original is not None and getattr(original, "__module__", "") == "gunicorn.util":
+        util.write = write
     gc.collect()
     gc.freeze()
     # Thousands of open streams keep thousands of long-lived objects (greenlets, their

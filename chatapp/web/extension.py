@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import weakref
 from collections import ChainMap
 from typing import Any
@@ -71,7 +70,7 @@ class ChatApp:
         overrides: dict[str, Any] = {}
         if self._url_prefix is not None:
             overrides["CHATAPP_URL_PREFIX"] = self._url_prefix
-        settings = load_settings(ChainMap(overrides, app.config), os.environ)
+        settings = load_settings(ChainMap(overrides, app.config))
 
         if self._owner is None and not app.secret_key:
             # Only the default owner lives in the session cookie, so only it needs a key;

@@ -69,10 +69,6 @@ class SendGuard:
         with self._lock:
             self._writes.pop(key, None)
 
-    @property
-    def in_flight(self) -> int:
-        return len(self._writes)
-
     def _watch(self) -> None:
         while True:
             time.sleep(self.interval)

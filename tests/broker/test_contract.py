@@ -61,6 +61,26 @@ def test_sessions_are_unguessable_and_owned(broker: Broker) -> None:
     assert broker.get_session("missing") is None
 
 
+def test_owner_of_and_is_generating_answer_without_history(broker: Broker) -> None:
+    session_id = broker.create_session("alice")
+    assert (broker.owner_of(session_id), broker.is_generating(session_id)) == ("alice", False)
+    turn = broker.begin_turn(session_id, "hi")
+    assert broker.is_generating(session_id) is True
+    broker.finish_turn(turn, "", [("end", "{}")])
+    assert broker.is_generating(session_id) is False
+    broker.delete_session(session_id)
+    assert (broker.owner_of(session_id), broker.is_generating(session_id)) == (None, False)
+    assert broker.owner_of("missing") is None
+
+
+def test_a_turn_gets_the_whole_history_from_begin(broker: Broker) -> None:
+    session_id = broker.create_session("alice")
+    run_turn(broker, session_id, "first", ["one"])
+    turn = broker.begin_turn(session_id, "second")
+    assert [(m.role, m.content) for m in turn.history] == [("user", "first"), ("assistant", "one"), ("user", "second")]
+    broker.finish_turn(turn, "", [("end", "{}")])
+
+
 def test_a_turn_stores_history_and_events(broker: Broker) -> None:
     session_id = broker.create_session("alice")
     events = run_turn(broker, session_id, "hi", ["a", "b"])

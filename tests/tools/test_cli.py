@@ -210,3 +210,27 @@ def test_ask_stops_quietly_when_its_reader_leaves(start_server: ServerFactory) -
     ask.stdout.close()
     assert ask.wait(30) == 0
     assert b"cannot talk" not in ask.stderr.read()
+
+
+# -- config -------------------------------------------------------------------------------
+
+
+def test_config_prints_every_setting_of_both_tables() -> None:
+    from dataclasses import fields
+
+    from chatapp.config import ServerSettings, Settings
+
+    result = run("config")
+    assert result.returncode == 0, result.stderr
+    for table in (Settings, ServerSettings):
+        for f in fields(table):
+            assert f"  {f.metadata['name']}" in result.stdout
+    assert "CHATAPP_HEARTBEAT_SECONDS [default: 15]" in result.stdout
+
+
+def test_config_check_names_a_bad_variable_and_hides_secrets() -> None:
+    bad = run("config", "--check", env={"CHATAPP_RETRY_MS": "soon"})
+    assert bad.returncode == 1 and "CHATAPP_RETRY_MS='soon' is invalid" in bad.stderr
+    secret = run("config", "--check", env={"CHATAPP_REDIS_URL": "http://user:hunter2@host"})
+    assert secret.returncode == 1 and "CHATAPP_REDIS_URL" in secret.stderr and "hunter2" not in secret.stderr
+    assert run("config", "--check", env={"CHATAPP_RETRY_MS": "500", "PORT": "9000"}).returncode == 0

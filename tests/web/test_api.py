@@ -6,7 +6,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from chatapp import create_app
+from chatapp import ChatApp, create_app
+from chatapp.broker.memory import MemoryBroker
 from tests.support.api import assert_error, new_session, wait_idle
 
 
@@ -199,3 +200,30 @@ def test_init_app_twice_is_refused(app: Flask) -> None:
 
     with pytest.raises(RuntimeError, match="already registered"):
         ChatApp(app)
+
+
+class CountingBroker(MemoryBroker):
+    """The memory broker, counting whole-session loads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loads = 0
+
+    def get_session(self, session_id: str):  # type: ignore[no-untyped-def]
+        self.loads += 1
+        return super().get_session(session_id)
+
+
+def test_only_a_history_read_loads_the_history() -> None:
+    broker = CountingBroker()
+    host = Flask("host")
+    host.config.update(TESTING=True, SECRET_KEY="k", CHATAPP_DEMO_DELAY_MS=0, CHATAPP_DEMO_REPLY_WORDS=3)
+    ChatApp(host, broker=broker)
+    client = host.test_client()
+    session_id = new_session(client)
+    assert client.post(f"/api/sessions/{session_id}/messages", json={"message": "hi"}).status_code == 202
+    client.post(f"/api/sessions/{session_id}/cancel")
+    client.get(f"/api/sessions/{session_id}/stream?last_event_id=99999999999999-0")
+    assert broker.loads == 0
+    wait_idle(client, session_id)
+    assert broker.loads >= 1
