@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["gevent_active", "new_event", "plain_lock", "spawn", "watch"]
+__all__ = ["call_later", "gevent_active", "new_event", "plain_lock", "spawn", "watch"]
 
 #: How often a watcher thread looks at its event (threads only; a greenlet just waits).
 _WATCH_SECONDS = 0.1
@@ -87,3 +87,16 @@ def watch(event: threading.Event, action: Callable[[], None]) -> Callable[[], No
 
     threading.Thread(target=poll, daemon=True, name="chatapp-watch").start()
     return done.set
+
+
+def call_later(seconds: float, action: Callable[[], None]) -> Callable[[], None]:
+    """Run ``action`` after ``seconds`` unless the returned function is called first."""
+    if gevent_active():
+        import gevent
+
+        timer = gevent.spawn_later(seconds, action)
+        return lambda: timer.kill(block=False)
+    thread_timer = threading.Timer(seconds, action)
+    thread_timer.daemon = True
+    thread_timer.start()
+    return thread_timer.cancel

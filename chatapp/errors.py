@@ -15,20 +15,22 @@
     │   └── ServiceUnavailableError 503 broker_unavailable
     └── ProviderError               a reply could not be generated; becomes an ``error`` event
         ├── UpstreamAuthError       upstream_auth: key missing, wrong or not allowed
-        ├── UpstreamRateLimitedError  upstream_rate_limited: 429 (retryable)
+        ├── UpstreamRateLimitedError  upstream_rate_limited: 429, or said so in the stream (retryable)
+        ├── UpstreamOverloadedError upstream_overloaded: the model is overloaded (retryable)
         ├── UpstreamUnavailableError  upstream_unavailable: 5xx (retryable)
+        ├── ContextLengthError      context_length_exceeded: the chat is too long for the model
         ├── UpstreamRejectedError   upstream_rejected: another 4xx, e.g. an unknown model
         ├── UpstreamConnectionError upstream_connection: refused, reset, cut mid-reply (retryable)
+        ├── UpstreamIncompleteError upstream_incomplete: ended with no finish reason (retryable)
         ├── UpstreamBadResponseError  upstream_bad_response: a chunk that is not the protocol
-        ├── UpstreamReportedError   upstream_error: an error object inside the stream (retryable)
-        ├── ContentFilteredError    content_filtered: the upstream's filter stopped the reply
+        ├── UpstreamReportedError   upstream_error: another error object inside the stream (retryable)
         ├── UpstreamTimeoutError    upstream_timeout: silent too long (retryable)
         └── GenerationInterruptedError  the producer died mid-turn (retryable)
 
 ``retryable`` says whether sending the same message again may work: true for faults of
 the moment (rate limits, 5xx, lost connections, silence), false where a retry would fail
 the same way (credentials, a rejected request, a server that does not speak the protocol,
-a content filter).
+a chat too long for the model).
 
 Vendor exceptions (openai, redis) are translated into these at exactly one place each:
 the provider and the broker modules. Nothing above them knows an SDK.
@@ -179,6 +181,16 @@ class UpstreamReportedError(ProviderError):
     retryable = True
 
 
-class ContentFilteredError(ProviderError):
-    code = "content_filtered"
+class UpstreamOverloadedError(ProviderError):
+    code = "upstream_overloaded"
+    retryable = True
+
+
+class ContextLengthError(ProviderError):
+    code = "context_length_exceeded"
     retryable = False
+
+
+class UpstreamIncompleteError(ProviderError):
+    code = "upstream_incomplete"
+    retryable = True

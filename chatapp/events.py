@@ -3,14 +3,15 @@
 A turn's stream is these events, each with an ``id:`` (``"<ms>-<seq>"``, increasing
 within a session across turns) and its data as compact JSON:
 
-==========  ======================================================  ====================
-event       data                                                    when
-==========  ======================================================  ====================
-``start``   ``{"message_id", "model", "cached"}``                   first of every turn
-``token``   ``{"text"}``                                            each piece of reply
-``error``   ``{"code", "message", "retryable"}``                    the turn failed
-``end``     ``{"message_id", "finish_reason", "usage"}``            last of every turn
-==========  ======================================================  ====================
+=============  =============================================  ===========================
+event          data                                           when
+=============  =============================================  ===========================
+``start``      ``{"message_id", "model", "cached"}``          first of every turn
+``reasoning``  ``{"text"}``                                   the model thinking, in order
+``token``      ``{"text"}``                                   each piece of the answer
+``error``      ``{"code", "message", "retryable"}``           the turn failed
+``end``        ``{"message_id", "finish_reason", "usage"}``   last of every turn
+=============  =============================================  ===========================
 
 ``finish_reason`` is one of :data:`FINISH_REASONS`. The turn runner, both brokers and the
 interrupted-turn path (a Redis script receives these payloads already encoded) build
@@ -35,6 +36,7 @@ __all__ = [
     "END",
     "ERROR",
     "FINISH_REASONS",
+    "REASONING",
     "START",
     "TOKEN",
     "Draft",
@@ -44,14 +46,16 @@ __all__ = [
     "failure",
     "interrupted",
     "parse_event_id",
+    "reasoning",
     "start",
     "text_of",
     "token",
 ]
 
-START, TOKEN, ERROR, END = "start", "token", "error", "end"
-#: How a turn can end, in ``end``'s ``finish_reason``.
-FINISH_REASONS = ("stop", "length", "cancelled", "error")
+START, REASONING, TOKEN, ERROR, END = "start", "reasoning", "token", "error", "end"
+#: How a turn can end, in ``end``'s ``finish_reason``: ``content_filter`` when the
+#: upstream's filter stopped the reply (what came before it is kept).
+FINISH_REASONS = ("stop", "length", "content_filter", "cancelled", "error")
 
 #: An event before it has an id: its name and its JSON data.
 Draft = tuple[str, str]
@@ -72,9 +76,14 @@ def token(text: str) -> Draft:
 
 
 def text_of(event: Event) -> str:
-    """The text of a ``token`` event."""
+    """The text of a ``token`` or ``reasoning`` event."""
     text: str = event.payload()["text"]
     return text
+
+
+def reasoning(text: str) -> Draft:
+    """A piece of the model's thinking, before and between ``token`` events."""
+    return REASONING, '{"text":' + _encode_string(text) + "}"
 
 
 def error(code: str, message: str, *, retryable: bool) -> Draft:
@@ -122,7 +131,7 @@ class Event(tuple[str, str, str, bytes]):
         return tuple.__new__(cls, (id, event, data, encode_event(event, id, data) if frame is None else frame))
 
     id: str = property(itemgetter(0), doc="The event id, ``<ms>-<seq>``.")  # type: ignore[assignment]
-    event: str = property(itemgetter(1), doc="The event name: start, token, error, end.")  # type: ignore[assignment]
+    event: str = property(itemgetter(1), doc="The event name: start, reasoning, token, error, end.")  # type: ignore[assignment]
     data: str = property(itemgetter(2), doc="The JSON data.")  # type: ignore[assignment]
     frame: bytes = property(itemgetter(3), doc="The encoded frame, as sent.")  # type: ignore[assignment]
 

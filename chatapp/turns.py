@@ -22,7 +22,7 @@ from .cache import CachedReply, ResponseCache, cache_key
 from .errors import ProviderError
 from .events import Draft
 from .metrics import Metrics
-from .providers.base import ChatRequest, Completion, Provider
+from .providers.base import ChatRequest, Completion, Provider, Reasoning
 
 __all__ = ["TurnRunner"]
 
@@ -63,6 +63,7 @@ class TurnRunner:
     def run(self, turn: TurnHandle) -> None:
         """Generate one reply into the broker. Never raises: every exit ends the turn."""
         pieces: list[str] = []
+        thought: list[str] = []
         closing: list[Draft] = []
         finish_reason, usage = "stop", None
         watch = self.metrics.turn_started()
@@ -71,10 +72,11 @@ class TurnRunner:
             cached = self._cache_get(key)
             self.broker.publish(turn, [events.start(turn.message_id, self.model, cached=cached is not None)])
             if cached is not None:
-                pieces = cached["pieces"]
+                pieces, thought = cached["pieces"], cached.get("reasoning") or []
                 finish_reason, usage = cached["finish_reason"], cached["usage"]
-                # A replay has nothing to wait for: every token goes out in one publish.
-                self.broker.publish(turn, [events.token(piece) for piece in pieces])
+                # A replay has nothing to wait for: every event goes out in one publish.
+                replay = [events.reasoning(piece) for piece in thought] + [events.token(piece) for piece in pieces]
+                self.broker.publish(turn, replay)
                 watch.tokens(len(pieces))
             else:
                 request = ChatRequest(self.model, self.system_prompt, turn.history)
@@ -83,17 +85,24 @@ class TurnRunner:
                         break
                     if isinstance(item, Completion):
                         finish_reason, usage = item.finish_reason, item.usage
-                        continue
-                    if item:
+                    elif isinstance(item, Reasoning):
+                        if item.text:
+                            thought.append(item.text)
+                            self.broker.publish(turn, [events.reasoning(item.text)])
+                    elif item:
                         pieces.append(item)
                         self.broker.publish(turn, [events.token(item)])
                         watch.tokens(1)
                 if turn.cancelled.is_set():
                     finish_reason, usage = "cancelled", None
                 elif finish_reason == "stop" and pieces and key is not None:
-                    self._cache_put(key, {"pieces": pieces, "finish_reason": finish_reason, "usage": usage})
+                    reply: CachedReply = {"pieces": pieces, "finish_reason": finish_reason, "usage": usage}
+                    if thought:
+                        reply["reasoning"] = thought
+                    self._cache_put(key, reply)
         except ProviderError as exc:
-            log.warning("turn %s failed: %s", turn.message_id, exc, exc_info=exc.__cause__ is not None)
+            # An upstream's fault, not ours: one line with its causes, no traceback.
+            log.warning("turn %s failed: %s: %s%s", turn.message_id, exc.code, exc, _causes(exc))
             finish_reason, usage = "error", None
             watch.upstream_error(exc.code)
             closing.append(events.failure(exc))
@@ -104,7 +113,7 @@ class TurnRunner:
         finally:
             closing.append(events.end(turn.message_id, finish_reason, usage))
             try:
-                self.broker.finish_turn(turn, "".join(pieces), closing)
+                self.broker.finish_turn(turn, "".join(pieces), closing, reasoning="".join(thought))
             except Exception:
                 log.exception("turn %s could not be finished", turn.message_id)
             watch.finished(finish_reason)
@@ -141,6 +150,17 @@ class TurnRunner:
             log.warning("response cache %s failed on put; reply not stored", self.cache.name, exc_info=True)
 
 
+def _causes(exc: BaseException) -> str:
+    """`` (because: module.Type: text <- module.Type: text)`` for an error's chain."""
+    found: list[str] = []
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None and len(found) < 5:
+        kind = type(cause)
+        found.append(f"{kind.__module__.partition('._')[0]}.{kind.__qualname__}: {cause}")
+        cause = cause.__cause__ or cause.__context__
+    return f" (because: {' <- '.join(found)})" if found else ""
+
+
 def _is_cached_reply(value: Any) -> bool:
     """Whether a backend's value has the stored shape (an old or foreign entry may not)."""
     return (
@@ -148,5 +168,6 @@ def _is_cached_reply(value: Any) -> bool:
         and isinstance(value.get("pieces"), list)
         and all(isinstance(piece, str) for piece in value["pieces"])
         and value.get("finish_reason") == "stop"
+        and (value.get("reasoning") is None or (isinstance(value["reasoning"], list) and all(isinstance(p, str) for p in value["reasoning"])))
         and (value.get("usage") is None or isinstance(value.get("usage"), dict))
     )

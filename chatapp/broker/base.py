@@ -36,9 +36,14 @@ class Message:
     id: str
     role: str
     content: str
+    #: An assistant message's thinking, when the model showed any; never sent upstream.
+    reasoning: str | None = None
 
     def to_dict(self) -> dict[str, str]:
-        return {"id": self.id, "role": self.role, "content": self.content}
+        data = {"id": self.id, "role": self.role, "content": self.content}
+        if self.reasoning:
+            data["reasoning"] = self.reasoning
+        return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,10 +131,11 @@ class Broker(ABC):
         """Append ``(event, json_data)`` pairs to the turn's log, waking its readers."""
 
     @abstractmethod
-    def finish_turn(self, turn: TurnHandle, reply: str, events: Sequence[Draft]) -> None:
+    def finish_turn(self, turn: TurnHandle, reply: str, events: Sequence[Draft], *, reasoning: str = "") -> None:
         """Atomically store the reply in history, publish the closing events, end the turn.
 
-        Atomic so that a client reading ``end`` can post its next message at once.
+        The reply (with its ``reasoning``) is stored when either is non-empty. Atomic so
+        that a client reading ``end`` can post its next message at once.
         """
 
     @abstractmethod

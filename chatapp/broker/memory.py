@@ -191,13 +191,13 @@ class MemoryBroker(Broker):
                 return
             self._append(session, events)
 
-    def finish_turn(self, turn: TurnHandle, reply: str, events: Sequence[Draft]) -> None:
+    def finish_turn(self, turn: TurnHandle, reply: str, events: Sequence[Draft], *, reasoning: str = "") -> None:
         with self._lock:
             session = self._sessions.get(turn.session_id)
             if session is None or session.turn is not turn:
                 return
-            if reply:
-                session.messages.append(Message(turn.message_id, "assistant", reply))
+            if reply or reasoning:
+                session.messages.append(Message(turn.message_id, "assistant", reply, reasoning or None))
             session.turn = None
             session.touched = time.monotonic()
             self._append(session, events)

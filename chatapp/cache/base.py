@@ -5,7 +5,8 @@ message are; :func:`cache_key` hashes exactly those. Only complete replies
 (``finish_reason == "stop"``) are stored, by the turn runner. A stored reply is a plain
 JSON-able mapping, so any backend can keep it as JSON::
 
-    {"pieces": ["Hel", "lo"], "finish_reason": "stop", "usage": {...} | None}
+    {"pieces": ["Hel", "lo"], "finish_reason": "stop", "usage": {...} | None,
+     "reasoning": ["Let me", " think"]}     # only when the model showed its thinking
 
 Backends implement :class:`ResponseCache`: :mod:`.memory` in this process,
 :mod:`.redis` shared by every worker. A backend's own faults stay inside it: ``get`` answers ``None`` and ``put``
@@ -18,7 +19,7 @@ import hashlib
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from ..broker.base import Message
 
@@ -32,6 +33,8 @@ class CachedReply(TypedDict):
     pieces: list[str]
     finish_reason: str
     usage: dict[str, Any] | None
+    #: The thinking that came with the reply, in pieces; absent when there was none.
+    reasoning: NotRequired[list[str]]
 
 
 def cache_key(model: str, system_prompt: str, history: Sequence[Message], message: str) -> str:

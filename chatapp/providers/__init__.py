@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import ChatRequest, Completion, Provider
+from .base import ChatRequest, Completion, Provider, Reasoning, StreamItem
 from .demo import DemoProvider
 
-__all__ = ["ChatRequest", "Completion", "DemoProvider", "Provider"]
+__all__ = ["ChatRequest", "Completion", "DemoProvider", "Provider", "Reasoning", "StreamItem"]

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..broker.base import Message
 
-__all__ = ["ChatRequest", "Completion", "Provider"]
+__all__ = ["ChatRequest", "Completion", "Provider", "Reasoning", "StreamItem"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,11 +29,22 @@ class ChatRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class Reasoning:
+    """A piece of the model's thinking, yielded in order before and between answer text."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class Completion:
     """How a reply ended, yielded once after its last piece of text."""
 
     finish_reason: str = "stop"
     usage: dict[str, Any] | None = None
+
+
+#: What a provider yields: answer text (``str``), :class:`Reasoning`, and last a :class:`Completion`.
+StreamItem = str | Reasoning | Completion
 
 
 class Provider(ABC):
@@ -42,8 +53,9 @@ class Provider(ABC):
     default_model: str = ""
 
     @abstractmethod
-    def stream(self, request: ChatRequest, cancelled: threading.Event) -> Iterator[str | Completion]:
-        """Yield the reply's text pieces in order, then optionally one :class:`Completion`.
+    def stream(self, request: ChatRequest, cancelled: threading.Event) -> Iterator[StreamItem]:
+        """Yield the reply's text pieces in order (and :class:`Reasoning` pieces, when the
+        model shows its thinking), then optionally one :class:`Completion`.
 
         ``cancelled`` is set when the user asks to stop; a provider that waits should
         wait on it so a cancel takes effect at once rather than after the next piece.

@@ -47,8 +47,21 @@ class Reply:
     stall_headers: float = 0.0
     delay: float = 0.0
     fragment: int | None = None
-    finish_reason: str = "stop"
+    finish_reason: str | None = "stop"
     reject_stream_options: bool = False
+    #: Thinking streamed before the text, in this delta field.
+    reasoning: list[str] | None = None
+    reasoning_field: str = "reasoning_content"
+    #: Extra usage fields (e.g. ``completion_tokens_details``).
+    usage_extra: dict[str, Any] | None = None
+    #: The error object of ``fault="error_event"``.
+    error: dict[str, Any] | None = None
+    #: Exotic shapes: exactly these frames after the headers (a dict is sent as one
+    #: ``data:`` frame, a str as raw bytes), then ``ending``.
+    frames: list[Any] | None = None
+    #: After ``frames``: "done" (``[DONE]`` and the end of the body), "eof" (the end of
+    #: the body only), "hold" (the connection stays open and silent).
+    ending: str = "done"
 
 
 @dataclass
@@ -226,7 +239,13 @@ class _Handler(BaseHTTPRequestHandler):
         def choice(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
             return {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}], **extra}
 
+        if reply.frames is not None:
+            self._frames(reply, seen)
+            return
         self._event(choice({"role": "assistant", "content": ""}), reply)
+        for thought in reply.reasoning or ():
+            self._event(choice({reply.reasoning_field: thought}), reply)
+            self.wfile.flush()
         for index, piece in enumerate(pieces):
             if reply.stall and index == reply.stall_after and not self._wait(reply.stall, seen):
                 return
@@ -250,9 +269,27 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if with_usage:
             prompt = sum(len(str(m.get("content", "")).split()) for m in messages)
-            usage = {"prompt_tokens": prompt, "completion_tokens": len(pieces), "total_tokens": prompt + len(pieces)}
+            usage = {"prompt_tokens": prompt, "completion_tokens": len(pieces), "total_tokens": prompt + len(pieces), **(reply.usage_extra or {})}
             self._event({**base, "choices": [], "usage": usage}, reply)
         self._event("[DONE]", reply)
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+    def _frames(self, reply: Reply, seen: Seen) -> None:
+        for frame in reply.frames or ():
+            if isinstance(frame, str):
+                self._chunk(frame.encode(), reply)
+            else:
+                self._event(frame, reply)
+            self.wfile.flush()
+            seen.sent_pieces += 1
+            if reply.delay and not self._wait(reply.delay, seen):
+                return
+        if reply.ending == "hold":
+            self._wait(SILENCE, seen)
+            return
+        if reply.ending == "done":
+            self._event("[DONE]", reply)
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
 
@@ -274,7 +311,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             self._wait(0.5, Seen("", {}, {}))
         elif reply.fault == "error_event":
-            self._event({"error": {"message": "The engine overheated.", "type": "server_error"}}, reply)
+            self._event({"error": reply.error or {"message": "The engine overheated.", "type": "server_error"}}, reply)
             self.wfile.flush()
             self._wait(0.5, Seen("", {}, {}))
         else:
@@ -309,12 +346,23 @@ FAULTS = [
     Fault("http_404", Reply(PIECES, status=404), "upstream_rejected", False, ""),
     Fault("cut_mid_stream", Reply(PIECES, fault="cut"), "upstream_connection", True, "Part"),
     Fault("cut_before_text", Reply(PIECES, fault="cut", fault_after=0), "upstream_connection", True, ""),
-    Fault("ends_without_finish", Reply(PIECES, fault="eof", fault_after=2), "upstream_connection", True, "Partial "),
+    Fault("ends_without_finish", Reply(PIECES, fault="eof", fault_after=2), "upstream_incomplete", True, "Partial "),
     Fault("malformed_chunk", Reply(PIECES, fault="malformed"), "upstream_bad_response", False, "Part"),
     Fault("json_not_a_chunk", Reply(PIECES, fault="not_a_chunk"), "upstream_bad_response", False, "Part"),
     Fault("error_in_stream", Reply(PIECES, fault="error_event"), "upstream_error", True, "Part"),
     Fault("silent_before_headers", Reply(PIECES, stall_headers=SILENCE), "upstream_timeout", True, ""),
     Fault("silent_before_first_token", Reply(PIECES, stall=SILENCE), "upstream_timeout", True, ""),
     Fault("silent_between_tokens", Reply(PIECES, stall=SILENCE, stall_after=1), "upstream_timeout", True, "Part"),
-    Fault("content_filter", Reply(PIECES, finish_reason="content_filter"), "content_filtered", False, "Partial reply."),
+    Fault("error_in_stream_rate_limit", Reply(PIECES, fault="error_event", error={"message": "Rate limit reached for requests", "type": "requests", "code": "rate_limit_exceeded"}), "upstream_rate_limited", True, "Part"),
+    Fault("error_in_stream_overloaded", Reply(PIECES, fault="error_event", error={"type": "overloaded_error", "message": "Overloaded"}), "upstream_overloaded", True, "Part"),
+    Fault("error_in_stream_context", Reply(PIECES, fault="error_event", error={"message": "This model's maximum context length is 8192 tokens.", "code": "context_length_exceeded"}), "context_length_exceeded", False, "Part"),
 ]
+
+
+def chunk(delta: dict[str, Any] | None = None, finish: str | None = None, *, usage: dict[str, Any] | None = None, choices: bool = True) -> dict[str, Any]:
+    """One ``chat.completion.chunk`` for :attr:`Reply.frames`."""
+    body: dict[str, Any] = {"id": "chatcmpl-test", "object": "chat.completion.chunk", "created": 1, "model": "test-model"}
+    body["choices"] = [{"index": 0, "delta": delta or {}, "finish_reason": finish}] if choices else []
+    if usage is not None:
+        body["usage"] = usage
+    return body

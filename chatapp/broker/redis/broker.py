@@ -199,7 +199,7 @@ class RedisBroker(Broker):
         if writer is not None:
             writer.add(events)
 
-    def finish_turn(self, turn: TurnHandle, reply: str, events: Sequence[Draft]) -> None:
+    def finish_turn(self, turn: TurnHandle, reply: str, events: Sequence[Draft], *, reasoning: str = "") -> None:
         writer = self._writers.pop(turn.message_id, None)
         self._notifications.discard_turn(turn)
         if writer is None:
@@ -207,7 +207,8 @@ class RedisBroker(Broker):
         writer.close()
         keys = session_keys(turn.session_id)
         entry_id, fields = writer.entry(events)
-        message = json.dumps(Message(turn.message_id, "assistant", reply).to_dict()) if reply else ""
+        stored = Message(turn.message_id, "assistant", reply, reasoning or None)
+        message = json.dumps(stored.to_dict()) if reply or reasoning else ""
         self._call(
             lambda: self._finish(
                 keys=[keys.meta, keys.messages, keys.events, keys.alive, keys.cancel, keys.notify],
@@ -313,8 +314,8 @@ class RedisBroker(Broker):
             if not turn or alive:
                 return bool(turn)
             turn_id = turn.decode()
-            partial = self._partial_reply(session_id)
-            message = json.dumps(Message(turn_id, "assistant", partial).to_dict()) if partial else ""
+            partial, thought = self._partial_reply(session_id)
+            message = json.dumps(Message(turn_id, "assistant", partial, thought or None).to_dict()) if partial or thought else ""
             closing = events.interrupted(turn_id)
             self._interrupt(
                 keys=[keys.meta, keys.messages, keys.events, keys.alive, keys.cancel, keys.notify],
@@ -324,18 +325,19 @@ class RedisBroker(Broker):
 
         return self._call(check)
 
-    def _partial_reply(self, session_id: str) -> str:
+    def _partial_reply(self, session_id: str) -> tuple[str, str]:
+        """The answer and the reasoning the current turn logged so far."""
         keys = session_keys(session_id)
         start = self.client.hget(keys.meta, "after")
         if start is None:
-            return ""
+            return "", ""
         entries = self.client.xrange(keys.events, b"(" + start, "+")
-        pieces = []
+        pieces: dict[str, list[str]] = {events.TOKEN: [], events.REASONING: []}
         for entry_id, fields in entries:
             for event in decode_entry(entry_id.decode(), fields, (0, 0)):
-                if event.event == events.TOKEN:
-                    pieces.append(events.text_of(event))
-        return "".join(pieces)
+                if event.event in pieces:
+                    pieces[event.event].append(events.text_of(event))
+        return "".join(pieces[events.TOKEN]), "".join(pieces[events.REASONING])
 
     def ping(self) -> bool:
         try:
