@@ -149,7 +149,7 @@ class Settings:
     max_sessions_per_owner: int = _option("CHATAPP_MAX_SESSIONS_PER_OWNER", _integer(1), 100, "sessions one owner may keep at once")
     max_session_messages: int = _option("CHATAPP_MAX_SESSION_MESSAGES", _integer(2), 200, "messages (user and assistant) one session may hold")
     upstream_timeout_seconds: float = _option("CHATAPP_UPSTREAM_TIMEOUT_SECONDS", _number(positive=True), 60.0, "longest upstream silence before upstream_timeout")
-    max_streams_per_owner: int = _option("CHATAPP_MAX_STREAMS_PER_OWNER", _integer(1), 16, "open streams one owner may hold in one process")
+    max_streams_per_owner: int = _option("CHATAPP_MAX_STREAMS_PER_OWNER", _integer(1), 16, "open streams one owner may hold (with Redis, across every worker and host)")
     send_timeout_seconds: float = _option("CHATAPP_SEND_TIMEOUT_SECONDS", _number(positive=True), 60.0, "a write to a client that stopped reading is abandoned after this")
     trusted_proxies: int = _option("CHATAPP_TRUSTED_PROXIES", _integer(0), 0, "standalone app: proxies in front whose X-Forwarded-* headers are believed")
     cookie_samesite: str = _option("CHATAPP_COOKIE_SAMESITE", _choice("lax", "strict", "none"), "lax", "standalone app: SameSite of the owner cookie; none also makes it Secure")
