@@ -151,7 +151,7 @@ class Settings:
     think_tags: str = _option("CHATAPP_THINK_TAGS", _choice("auto", "off"), "auto", "openai provider: auto reads <think>...</think> opening a reply as the model's reasoning; off leaves it in the text")
     finish_grace_seconds: float = _option("CHATAPP_FINISH_GRACE_SECONDS", _number(positive=True), 2.0, "openai provider: how long a stream may stay open after its finish reason before the turn ends")
     upstream_timeout_seconds: float = _option("CHATAPP_UPSTREAM_TIMEOUT_SECONDS", _number(positive=True), 60.0, "longest upstream silence before upstream_timeout")
-    max_streams_per_owner: int = _option("CHATAPP_MAX_STREAMS_PER_OWNER", _integer(1), 16, "open streams one owner may hold in one process")
+    max_streams_per_owner: int = _option("CHATAPP_MAX_STREAMS_PER_OWNER", _integer(1), 16, "open streams one owner may hold (with Redis, across every worker and host)")
     send_timeout_seconds: float = _option("CHATAPP_SEND_TIMEOUT_SECONDS", _number(positive=True), 60.0, "a write to a client that stopped reading is abandoned after this")
     trusted_proxies: int = _option("CHATAPP_TRUSTED_PROXIES", _integer(0), 0, "standalone app: proxies in front whose X-Forwarded-* headers are believed")
     cookie_samesite: str = _option("CHATAPP_COOKIE_SAMESITE", _choice("lax", "strict", "none"), "lax", "standalone app: SameSite of the owner cookie; none also makes it Secure")

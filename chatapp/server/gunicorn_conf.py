@@ -10,7 +10,10 @@ share (``CHATAPP_REDIS_URL``).
 
 from __future__ import annotations
 
+import errno
 import multiprocessing
+import os
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,7 @@ __all__ = [
     "on_starting",
     "post_fork",
     "post_worker_init",
+    "when_ready",
     "worker_class",
     "worker_connections",
     "workers",
@@ -91,6 +95,7 @@ def on_starting(server: Any) -> None:
             "the owner cookie; without it each worker would make its own and forget the "
             "others' users. Set CHATAPP_SECRET_KEY to a long random string (the same on every host)."
         )
+    _refuse_addresses_in_use(server)
     log_to_stderr()
     metrics_dir = settings.metrics_dir
     if metrics_dir:
@@ -98,6 +103,68 @@ def on_starting(server: Any) -> None:
         Path(metrics_dir).mkdir(parents=True, exist_ok=True)
         for stale in Path(metrics_dir).glob("*.db"):
             stale.unlink()
+
+
+def when_ready(server: Any) -> None:
+    """Say where the server really listens, once its sockets are bound: ``--bind``,
+    ``CHATAPP_BIND``, ``PORT`` and a port of 0 all end up here."""
+    try:
+        prefix = load_settings({}).url_prefix
+    except ConfigError:
+        prefix = ""
+    scheme = "https" if server.cfg.is_ssl else "http"
+    for listener in server.LISTENERS:
+        print(f"chatapp: {_where(listener.getsockname(), scheme, prefix)}", file=sys.stderr, flush=True)
+
+
+def _where(name: Any, scheme: str, prefix: str) -> str:
+    """A listening socket's address as the URL to open."""
+    if isinstance(name, str):
+        return f"listening on unix:{name}"
+    host, port = name[0], name[1]
+    if host in ("0.0.0.0", "::"):
+        return f"open {scheme}://localhost:{port}{prefix}/ (listening on all interfaces, {host}:{port})"
+    shown = f"[{host}]" if ":" in host else host
+    return f"open {scheme}://{shown}:{port}{prefix}/"
+
+
+def _refuse_addresses_in_use(server: Any) -> None:
+    """Stop at once, saying what to do, when an address cannot be bound: gunicorn itself
+    retries for five seconds and then says only "Can't connect"."""
+    if server.cfg.reuse_port or os.environ.get("LISTEN_FDS") or os.environ.get("GUNICORN_FD"):
+        # Sockets inherited from systemd or an old master (USR2), or shared by design.
+        return
+    from_command_line = list(server.cfg.bind) != list(bind)
+    for address in server.cfg.address:
+        if not isinstance(address, tuple) or not address[1]:
+            continue  # a Unix socket, an inherited descriptor, or "any free port"
+        host, port = address[0], int(address[1])
+        failure = _bind_error(host, port)
+        if failure is None:
+            continue
+        if failure.errno != errno.EADDRINUSE:
+            sys.exit(f"chatapp: cannot listen on {host}:{port}: {failure.strerror}.")
+        spare = next((p for p in range(port + 1, min(port + 50, 65536)) if _bind_error(host, p) is None), port + 1)
+        if from_command_line:
+            fix = f"pass another port, such as --bind {host}:{spare}"
+        elif os.environ.get("CHATAPP_BIND"):
+            fix = f"set CHATAPP_BIND={host}:{spare}, or pass --bind {host}:{spare}"
+        else:
+            fix = f"set PORT={spare}, or pass --bind 127.0.0.1:{spare}"
+        sys.exit(f"chatapp: port {port} is in use on {host} (another server listens there, perhaps another chatapp): {fix}.")
+
+
+def _bind_error(host: str, port: int) -> OSError | None:
+    """Why ``host:port`` cannot be bound as gunicorn would bind it, or ``None`` if it can."""
+    from gunicorn.util import is_ipv6
+
+    with socket.socket(socket.AF_INET6 if is_ipv6(host) else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc
+    return None
 
 
 def child_exit(server: Any, worker: Any) -> None:

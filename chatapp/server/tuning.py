@@ -1,4 +1,4 @@
-"""Tuning of the gunicorn worker that serves chatapp, called from ``gunicorn.conf.py``.
+"""Tuning of the gunicorn worker that serves chatapp, called from :mod:`chatapp.server.gunicorn_conf`.
 
 Once per worker after the app is loaded (``post_worker_init``):
 

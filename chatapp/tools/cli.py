@@ -55,7 +55,8 @@ def main() -> None:
 def serve(target: str, gunicorn_args: tuple[str, ...]) -> None:
     """Run gunicorn with chatapp's settings (gevent worker, start-up checks).
 
-    Other arguments go to gunicorn: chatapp serve --bind 127.0.0.1:9000 --workers 4
+    Other arguments go to gunicorn, e.g. chatapp serve --bind 127.0.0.1:9000. Several
+    workers (--workers 4) need CHATAPP_REDIS_URL and CHATAPP_SECRET_KEY.
     """
     argv = [sys.executable, "-m", "gunicorn", "-c", "python:chatapp.server.gunicorn_conf", *gunicorn_args, target]
     # exec: gunicorn becomes this process, so signals from systemd or a shell reach it.

@@ -4,8 +4,9 @@ It stands for the site you already have: its own pages, templates, static files,
 pages and sign-in (flask-login). chatapp adds the chat page and API under one prefix and
 asks the site's login who owns each chat; nothing else of the site changes.
 
-Run it: ``gunicorn -c ../../gunicorn.conf.py wsgi:app`` from this folder, then sign in as
-``alice`` or ``bob`` (passwords below; a demo, not a user store).
+Run it: ``examples/existing_site/run`` (or ``gunicorn -c ../../gunicorn.conf.py wsgi:app``
+from this folder), then sign in as ``alice`` or ``bob`` (passwords below; a demo, not a
+user store).
 """
 
 from __future__ import annotations

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +20,7 @@ import pytest
 from flask import Flask, render_template, session
 
 from chatapp import ChatApp, ConfigError
-from tests.support.servers import ROOT, ChatClient, ChatServer, ServerFactory
+from tests.support.servers import ROOT, ChatClient, ChatServer, ServerFactory, free_port
 
 EXAMPLE = ROOT / "examples" / "existing_site"
 
@@ -216,6 +219,28 @@ def test_example_site_users_each_see_only_their_own_chats(site: ChatServer) -> N
         alice.post(site.base_url + "/logout")
         assert alice.get(f"/api/sessions/{alices}").status_code == 401
         assert bob.get(f"/api/sessions/{bobs}").status_code == 200
+
+
+@pytest.mark.skipif(
+    Path(sys.prefix).resolve() != (ROOT / ".venv").resolve(), reason="the run script uses the repository's .venv"
+)
+def test_example_site_starts_with_its_one_command(tmp_path: Path) -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [str(EXAMPLE / "run"), "--bind", f"127.0.0.1:{port}"],
+        env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        lines = iter(process.stderr.readline, "")
+        assert any(line.startswith(f"chatapp: open http://127.0.0.1:{port}/") for line in lines)
+        assert "Welcome to Example Site" in httpx.get(f"http://127.0.0.1:{port}/", timeout=10).text
+        assert httpx.get(f"http://127.0.0.1:{port}/assistant/healthz", timeout=10).status_code == 200
+    finally:
+        process.terminate()
+        process.wait(20)
 
 
 def test_init_app_leaves_the_hosts_config_and_secret_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
