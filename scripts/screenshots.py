@@ -34,7 +34,7 @@ def main() -> int:
     out = ROOT / "docs"
     out.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory() as logs:
-        server = ChatServer(log_dir=Path(logs), app="tests.apps.scripted:app", health_path=PREFIX + "/healthz")
+        server = ChatServer(log_dir=Path(logs), app="tests.support.apps.scripted:app", health_path=PREFIX + "/healthz")
         try:
             with sync_playwright() as playwright:
                 browser = launch(playwright)

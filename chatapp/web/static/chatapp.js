@@ -28,6 +28,11 @@
 
   var SERVER_EVENTS = ["start", "token", "error", "end"];
 
+  // After EventSource gave up on a stream, the pause before the client tries again;
+  // doubled after each attempt that fails, back to the start once a stream opens.
+  var RESUME_PAUSE_MS = 1000;
+  var RESUME_PAUSE_MAX_MS = 30000;
+
   function storage() {
     // Storage can be missing or refuse access (privacy modes); the chat still works.
     try {
@@ -125,13 +130,20 @@
   };
 
   /**
-   * Follow the session's latest turn on an EventSource.
+   * Follow the session's latest turn on an EventSource until its `end`.
    *
    * handlers: start, token, error, end (each gets the event's data and the MessageEvent),
-   * open (connected), reconnecting (the connection dropped; EventSource retries and
-   * resends Last-Event-ID by itself), closed (the stream stopped for good without `end`).
+   * open (connected), reconnecting (the connection dropped and is being restored; gets
+   * the error when the client could not even reach the server to check on the turn),
+   * closed (the turn is over but its `end` never came; gets the session's history to
+   * settle from, or null when the session is gone).
    * options.after: resume after this event id. Returns the subscription ({close(),
    * lastEventId}); a second subscribe() closes the first.
+   *
+   * A dropped connection is EventSource's to restore: it resends Last-Event-ID by itself.
+   * When it gives up instead (a 204, an HTTP error), the client asks the history whether
+   * the turn goes on, and if so follows it again after the last event it saw, after a
+   * pause that doubles while attempts fail. No event id is ever delivered twice.
    */
   ChatAppClient.prototype.subscribe = function (handlers, options) {
     var self = this;
@@ -139,17 +151,18 @@
     options = options || {};
     self.close();
     var url = self.apiBase + "/" + encodeURIComponent(self.sessionId) + "/stream";
-    if (options.after) url += "?last_event_id=" + encodeURIComponent(options.after);
-    var source = new EventSource(url, { withCredentials: self.credentials === "include" });
     var seen = {};
+    var pause = RESUME_PAUSE_MS;
+    var timer = null;
     var subscription = {
-      source: source,
+      source: null,
       lastEventId: options.after || null,
       closed: false,
       close: function () {
         if (subscription.closed) return;
         subscription.closed = true;
-        source.close();
+        global.clearTimeout(timer);
+        if (subscription.source) subscription.source.close();
         if (self.subscription === subscription) self.subscription = null;
       }
     };
@@ -159,41 +172,76 @@
       if (typeof handlers[name] === "function") handlers[name](data, event);
     }
 
-    source.addEventListener("open", function () {
-      call("open");
-    });
-    SERVER_EVENTS.forEach(function (name) {
-      source.addEventListener(name, function (event) {
-        // The server's `error` event has data; EventSource's own connection error has none.
-        if (name === "error" && !("data" in event && typeof event.data === "string")) return;
-        if (subscription.closed) return;
-        // Ids are unique within a session: one seen before is never shown twice.
-        if (event.lastEventId) {
-          if (seen[event.lastEventId]) return;
-          seen[event.lastEventId] = true;
-          subscription.lastEventId = event.lastEventId;
-        }
-        var data;
-        try {
-          data = JSON.parse(event.data);
-        } catch (e) {
-          return;
-        }
-        if (name === "end") subscription.close();
-        call(name, data, event);
+    function later(next, error) {
+      call("reconnecting", error);
+      timer = global.setTimeout(next, pause);
+      pause = Math.min(pause * 2, RESUME_PAUSE_MAX_MS);
+    }
+
+    function connect() {
+      var after = subscription.lastEventId;
+      var source = new EventSource(after ? url + "?last_event_id=" + encodeURIComponent(after) : url, {
+        withCredentials: self.credentials === "include"
       });
-    });
-    source.addEventListener("error", function (event) {
-      if ("data" in event && typeof event.data === "string") return;
-      if (subscription.closed) return;
-      if (source.readyState === EventSource.CLOSED) {
-        // A 204, an HTTP error or a wrong content type: EventSource gives up.
-        subscription.close();
-        call("closed");
-      } else {
-        call("reconnecting");
-      }
-    });
+      subscription.source = source;
+      source.addEventListener("open", function () {
+        if (subscription.closed) return;
+        pause = RESUME_PAUSE_MS;
+        call("open");
+      });
+      SERVER_EVENTS.forEach(function (name) {
+        source.addEventListener(name, function (event) {
+          // The server's `error` event has data; EventSource's own connection error has none.
+          if (name === "error" && !("data" in event && typeof event.data === "string")) return;
+          if (subscription.closed) return;
+          // Ids are unique within a session: one seen before is never shown twice.
+          if (event.lastEventId) {
+            if (seen[event.lastEventId]) return;
+            seen[event.lastEventId] = true;
+            subscription.lastEventId = event.lastEventId;
+          }
+          var data;
+          try {
+            data = JSON.parse(event.data);
+          } catch (e) {
+            return;
+          }
+          if (name === "end") subscription.close();
+          call(name, data, event);
+        });
+      });
+      source.addEventListener("error", function (event) {
+        if ("data" in event && typeof event.data === "string") return;
+        if (subscription.closed) return;
+        if (source.readyState === EventSource.CLOSED) {
+          // A 204, an HTTP error or a wrong content type: EventSource gives up.
+          check();
+        } else {
+          call("reconnecting");
+        }
+      });
+    }
+
+    /** EventSource gave up before `end`: follow the turn again if it goes on, else settle. */
+    function check() {
+      self.history().then(
+        function (history) {
+          if (subscription.closed) return;
+          if (history && history.generating) {
+            later(connect);
+            return;
+          }
+          subscription.close();
+          call("closed", history);
+        },
+        function (error) {
+          if (subscription.closed) return;
+          later(check, error);
+        }
+      );
+    }
+
+    connect();
     return subscription;
   };
 

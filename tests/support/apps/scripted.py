@@ -82,7 +82,10 @@ SCRIPTS: dict[str, tuple[list[str], float]] = {
     "How do I stream a response from Flask?": (re.findall(r"\S+\s*", TOUR), 0.02),
     "medium": (words("w", 60), 0.05),
     # Long enough that a connection cut soon after the start always lands mid-reply.
+    # Each test that cuts one asks its own: the cache would replay a known reply at once.
     "resumable": (words("r", 120), 0.05),
+    "refused once": (words("o", 60), 0.05),
+    "refused always": (words("a", 60), 0.05),
     "slow": (words("word", 400), 0.05),
     "wide": (["A long word: " + "x" * 300 + "\n\n```\n" + "y = 1; " * 60 + "\n```\n\n" + "https://example.com/" + "z" * 200], 0.01),
     "long": ([f"Paragraph {i}: " + "lorem ipsum dolor sit amet " * 6 + "\n\n" for i in range(12)], 0.01),

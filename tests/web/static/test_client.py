@@ -6,14 +6,17 @@ chatapp mounted at ``/assistant``; the tests drive ``ChatAppClient`` as a host p
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 import pytest
-from playwright.sync_api import Page
+from playwright.sync_api import Page, Route
 
-from tests.support.apps.scripted import PREFIX
+from tests.support.apps.scripted import PREFIX, words
 from tests.support.browser import Tabs
 from tests.support.servers import ChatServer, ServerFactory
+from tests.support.tcpproxy import TCPProxy
 
 #: Runs in the page: send a message and collect every callback until `end`.
 FOLLOW = """
@@ -39,7 +42,7 @@ async ([text, options]) => {
 
 @pytest.fixture(scope="module")
 def scripted(start_server: ServerFactory) -> ChatServer:
-    return start_server(app="tests.support.apps.scripted:app", health_path=PREFIX + "/healthz")
+    return start_server({"CHATAPP_RETRY_MS": "500"}, app="tests.support.apps.scripted:app", health_path=PREFIX + "/healthz")
 
 
 @pytest.fixture
@@ -173,3 +176,120 @@ def test_network_errors_are_retryable(page: Page) -> None:
         f"http://127.0.0.1:{free_port()}/api/sessions",
     )
     assert error == {"status": 0, "code": "network_error", "retryable": True}
+
+
+# -- recovery: EventSource gave up before `end` ---------------------------------------------
+
+#: Runs in the page: follow the session's turn on ``client``, recording every callback.
+SUBSCRIBE = """
+() => new Promise((resolve) => {
+    const calls = [];
+    const handlers = {};
+    for (const name of ["start", "token", "error", "end", "open", "reconnecting", "closed"]) {
+        handlers[name] = (data, event) => {
+            if (data instanceof ChatAppClient.Error) data = {status: data.status, code: data.code};
+            calls.push([name, data === undefined ? null : data, event ? event.lastEventId : null]);
+            if (name === "end" || name === "closed") resolve(calls);
+        };
+    }
+    client.subscribe(handlers);
+})
+"""
+
+
+def refuse(route: Route) -> None:
+    """Answer a request as a server that is out of service would."""
+    error = {"error": {"code": "unavailable", "message": "Try again later."}}
+    route.fulfill(status=503, content_type="application/json", body=json.dumps(error))
+
+
+def test_a_refused_reconnect_resumes_after_the_last_event(scripted: ChatServer, new_tab: Tabs) -> None:
+    proxy = TCPProxy(scripted.port)
+    try:
+        page = new_tab(proxy.base_url + "/").page
+        streams: list[str] = []
+
+        def stream(route: Route) -> None:
+            streams.append(route.request.url)
+            # EventSource's own reconnect is refused, so EventSource gives up for good.
+            if len(streams) == 2:
+                refuse(route)
+            else:
+                route.continue_()
+
+        page.route(re.compile(r"/stream(\?|$)"), stream)
+        page.evaluate(
+            """() => {
+                window.calls = [];
+                window.client = new ChatAppClient(document.body.dataset.apiBase);
+                const handlers = {};
+                for (const name of ["start", "token", "error", "end", "open", "reconnecting", "closed"]) {
+                    handlers[name] = (data, event) => calls.push([name, data === undefined ? null : data, event ? event.lastEventId : null]);
+                }
+                client.send("slow", handlers);
+            }"""
+        )
+        page.wait_for_function("() => calls.filter(c => c[0] === 'token').length >= 5")
+        assert proxy.drop() >= 1
+        page.wait_for_function("() => calls.filter(c => c[0] === 'open').length === 2", timeout=15_000)
+        before = page.evaluate("calls.filter(c => c[0] === 'token').length")
+        page.wait_for_function(f"() => calls.filter(c => c[0] === 'token').length >= {before + 5}")
+        page.evaluate("client.stop()")
+        page.wait_for_function("() => calls.some(c => c[0] === 'end')")
+        calls = page.evaluate("calls")
+    finally:
+        proxy.close()
+
+    assert names(calls)[:2] == ["open", "start"]
+    assert "reconnecting" in names(calls) and "closed" not in names(calls)
+    assert names(calls)[-2:] == ["open", "end"] and calls[-1][1]["finish_reason"] == "cancelled"
+    # Every word once, in order, and the same text as the server kept.
+    text = text_of(calls)
+    assert text == "".join(words("word", len(text.split())))
+    assert page.evaluate("client.history()")["messages"][-1]["content"] == text
+    # The client followed the turn again from the last event it had seen.
+    assert len(streams) == 3
+    dropped = [call[0] for call in calls].index("reconnecting")
+    last_seen = [call[2] for call in calls[:dropped] if call[2]][-1]
+    assert streams[2].endswith("/stream?last_event_id=" + last_seen)
+
+
+def test_a_refused_stream_of_a_finished_turn_hands_over_the_history(page: Page) -> None:
+    page.evaluate(FOLLOW, ["hello", None])
+    page.route(re.compile(r"/stream(\?|$)"), refuse)
+    calls = page.evaluate(SUBSCRIBE)
+    assert names(calls) == ["closed"]
+    history = calls[0][1]
+    assert history["generating"] is False
+    assert [m["content"] for m in history["messages"]] == ["hello", "You said: hello"]
+    assert page.evaluate("client.subscription") is None
+
+
+def test_a_failed_check_is_tried_again(page: Page) -> None:
+    session_id = page.evaluate(FOLLOW, ["hello", None])["sessionId"]
+    page.route(re.compile(r"/stream(\?|$)"), refuse)
+    checks: list[str] = []
+
+    def history(route: Route) -> None:
+        checks.append(route.request.url)
+        if len(checks) == 1:
+            route.abort()
+        else:
+            route.continue_()
+
+    page.route(lambda url: url.endswith("/api/sessions/" + session_id), history)
+    calls = page.evaluate(SUBSCRIBE)
+    assert names(calls) == ["reconnecting", "closed"]
+    assert calls[0][1]["code"] == "network_error"
+    assert [m["content"] for m in calls[1][1]["messages"]] == ["hello", "You said: hello"]
+    assert len(checks) == 2
+
+
+def test_the_stream_of_a_gone_session_closes_without_history(page: Page) -> None:
+    result = page.evaluate(
+        """() => new Promise((resolve) => {
+            const client = new ChatAppClient(document.body.dataset.apiBase, {sessionId: "AAAAAAAAAAAAAAAAAAAAAA"});
+            client.subscribe({closed: (history) => resolve([history, client.sessionId])});
+        })"""
+    )
+    assert result == [None, None]

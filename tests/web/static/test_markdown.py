@@ -1,4 +1,5 @@
-"""static/markdown.js in headless Chromium: Markdown in, exact DOM out, nothing unsafe."""
+"""static/markdown.js and codeblocks.js in headless Chromium: Markdown in, exact DOM out,
+nothing unsafe; code blocks with their language and a Copy button."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from playwright.sync_api import Browser, Page
+from playwright.sync_api import Browser, Page, expect
 
 from tests.support.browser import Tabs
 from tests.support.servers import ROOT
@@ -21,7 +22,8 @@ LINK = 'rel="noopener noreferrer nofollow" target="_blank"'
 def page(browser: Browser) -> Iterator[Page]:
     tabs = Tabs(browser)
     tab = tabs("about:blank")
-    tab.page.add_script_tag(path=str(STATIC / "markdown.js"))
+    for script in ("markdown.js", "codeblocks.js"):
+        tab.page.add_script_tag(path=str(STATIC / script))
     yield tab.page
     assert tabs.close() == []
 
@@ -143,6 +145,100 @@ def test_any_text_renders_only_safe_nodes(page: Page, text: str) -> None:
             assert name in ALLOWED[tag], (text, tag, name)
             if name == "href":
                 assert re.match(r"^(https?://|mailto:)", value), (text, value)
+
+
+# -- code blocks ------------------------------------------------------------------------
+
+
+def decorated(page: Page, text: str) -> str:
+    return page.evaluate(
+        """text => {
+            const div = document.createElement('div');
+            div.appendChild(ChatAppCodeBlocks.decorate(ChatAppMarkdown.render(text)));
+            return div.innerHTML;
+        }""",
+        text,
+    )
+
+
+def bar(label: str) -> str:
+    return f'<div class="code-bar"><span>{label}</span><button type="button" class="code-copy">Copy</button></div>'
+
+
+CODE_CASES = [
+    (
+        "```python\nprint(1)\n```",
+        f'<div class="code-block">{bar("python")}<pre data-lang="python"><code class="language-python">print(1)</code></pre></div>',
+    ),
+    ("```\n<b>x</b>\n```", f'<div class="code-block">{bar("code")}<pre><code>&lt;b&gt;x&lt;/b&gt;</code></pre></div>'),
+    # A language that is not a plain name is no label either.
+    ('```"><img src=x>\nx\n```', f'<div class="code-block">{bar("code")}<pre><code>x</code></pre></div>'),
+    (
+        "a\n\n```js\n1\n```\n\n~~~\n2\n~~~",
+        f'<p>a</p><div class="code-block">{bar("js")}<pre data-lang="js"><code class="language-js">1</code></pre></div>'
+        f'<div class="code-block">{bar("code")}<pre><code>2</code></pre></div>',
+    ),
+    (
+        "- item\n\n  ```\n  code\n  ```",
+        f'<ul><li><p>item</p><div class="code-block">{bar("code")}<pre><code>code</code></pre></div></li></ul>',
+    ),
+    ("`inline` only", "<p><code>inline</code> only</p>"),
+]
+
+
+@pytest.mark.parametrize(("text", "html"), CODE_CASES)
+def test_code_blocks_get_a_language_and_a_copy_button(page: Page, text: str, html: str) -> None:
+    assert decorated(page, text) == html
+
+
+def test_decorating_twice_changes_nothing(page: Page) -> None:
+    html = page.evaluate(
+        """() => {
+            const div = document.createElement('div');
+            div.appendChild(ChatAppMarkdown.render('```py\\nx\\n```'));
+            ChatAppCodeBlocks.decorate(div);
+            ChatAppCodeBlocks.decorate(div);
+            return div.innerHTML;
+        }"""
+    )
+    assert html == f'<div class="code-block">{bar("py")}<pre data-lang="py"><code class="language-py">x</code></pre></div>'
+
+
+def code_page(new_tab: Tabs, **context_options: object) -> Page:
+    """A page on http://localhost (a secure context, so the clipboard API exists) with a code block."""
+    page = new_tab("about:blank", **context_options).page
+    page.route("http://localhost/", lambda route: route.fulfill(content_type="text/html", body="<!doctype html><title>code</title>"))
+    page.goto("http://localhost/")
+    for script in ("markdown.js", "codeblocks.js"):
+        page.add_script_tag(path=str(STATIC / script))
+    page.evaluate(
+        """() => document.body.appendChild(
+            ChatAppCodeBlocks.decorate(ChatAppMarkdown.render('```js\\nif (a < b) {}\\n```\\n\\n```\\nother\\n```'))
+        )"""
+    )
+    return page
+
+
+def test_copy_puts_the_code_on_the_clipboard(new_tab: Tabs) -> None:
+    page = code_page(new_tab, permissions=["clipboard-read", "clipboard-write"])
+    button = page.get_by_role("button", name="Copy").first
+    button.click()
+    expect(page.locator(".code-copy").first).to_have_text("Copied")
+    assert page.evaluate("navigator.clipboard.readText()") == "if (a < b) {}"
+    # The label comes back, and the other block's button never changed.
+    expect(page.locator(".code-copy")).to_have_text(["Copy", "Copy"])
+
+
+def test_copy_selects_the_code_outside_a_secure_context(page: Page) -> None:
+    page.evaluate(
+        "() => document.body.replaceChildren(ChatAppCodeBlocks.decorate(ChatAppMarkdown.render('```\\nselect me\\n```')))"
+    )
+    assert page.evaluate("isSecureContext") is False
+    page.locator(".code-copy").click()
+    expect(page.locator(".code-copy")).to_have_text("Selected")
+    assert page.evaluate("getSelection().toString()") == "select me"
+    expect(page.locator(".code-copy")).to_have_text("Copy")
+    page.evaluate("() => document.body.replaceChildren()")
 
 
 def test_scripts_never_write_html() -> None:

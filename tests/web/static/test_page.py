@@ -11,7 +11,7 @@ import re
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Route, expect
 
 from tests.support.apps.scripted import PREFIX, words
 from tests.support.browser import TIMEOUT_MS, Tabs
@@ -344,6 +344,43 @@ def test_a_dropped_connection_resumes_without_duplicates(scripted: ChatServer, n
         assert history(page)["messages"][-1]["content"] == text
         # EventSource reconnected by itself, naming the last event it had.
         assert re.search(r"(?im)^last-event-id: \d+-\d+\r$", proxy.requests())
+    finally:
+        proxy.close()
+
+
+@pytest.mark.parametrize("refused", ["once", "always"])
+def test_a_refused_reconnect_loses_and_doubles_nothing(scripted: ChatServer, new_tab: Tabs, refused: str) -> None:
+    """EventSource gives up on a refused reconnect: the client follows the reply again from
+    its last event, or settles it from history once it is over."""
+    proxy = TCPProxy(scripted.port)
+    try:
+        page = new_tab(proxy.base_url + PREFIX + "/").page
+        streams: list[str] = []
+
+        def stream(route: Route) -> None:
+            streams.append(route.request.url)
+            if len(streams) == 1 or (refused == "once" and len(streams) > 2):
+                route.continue_()
+            else:
+                route.fulfill(status=503, content_type="application/json", body='{"error": {"code": "unavailable", "message": "Later."}}')
+
+        page.route(re.compile(r"/stream(\?|$)"), stream)
+        record_lengths(page)
+        send(page, "refused " + refused)
+        page.wait_for_function("() => (document.querySelector('[data-role=assistant] .message-content').textContent.length > 12)")
+        assert proxy.drop() >= 1
+        wait_idle(page)
+        expect(page.locator("#connection")).to_be_hidden()
+        text = reply_text(page)
+        assert text == "".join(words({"once": "o", "always": "a"}[refused], 60))
+        assert history(page)["messages"][-1]["content"] == text
+        expect(page.locator(f"{ASSISTANT} .message-note, {ASSISTANT} .message-error")).to_have_count(0)
+        # The text only ever grew: nothing shown twice, then taken back.
+        lengths = page.evaluate("window.__lengths")
+        assert lengths == sorted(lengths), lengths
+        assert len(streams) >= 3
+        if refused == "once":
+            assert "?last_event_id=" in streams[2]
     finally:
         proxy.close()
 
