@@ -68,10 +68,13 @@ def serve(target: str, gunicorn_args: tuple[str, ...]) -> None:
 @_url_option
 @_header_option
 @click.option("--timeout", default=300.0, show_default=True, help="Give up when the reply is silent this long (seconds).")
-def ask(message: str, url: str, header: tuple[str, ...], timeout: float) -> None:
+@click.option("--reasoning/--no-reasoning", "show_reasoning", default=True, show_default=True, help="Show the model's thinking, dimmed, on stderr.")
+def ask(message: str, url: str, header: tuple[str, ...], timeout: float, show_reasoning: bool) -> None:
     """Send MESSAGE to a running chatapp and stream the reply here.
 
-    Exits 1 when the reply ends with an error event or the server refuses.
+    The answer goes to stdout; a reasoning model's thinking goes to stderr (dimmed on a
+    terminal), so `chatapp ask ... > answer.txt` keeps only the answer. Exits 1 when the
+    reply ends with an error event or the server refuses.
     """
     import httpx
 
@@ -83,11 +86,20 @@ def ask(message: str, url: str, header: tuple[str, ...], timeout: float) -> None
         try:
             session_id = api.create_session()["session_id"]
             api.send(session_id, message)
+            thinking = False
             with api.stream(session_id, read_timeout=timeout) as reader:
                 for item in reader.items():
                     if item.kind != "event":
                         continue
-                    if item.event == "token":
+                    if item.event == "reasoning":
+                        if show_reasoning:
+                            thinking = True
+                            click.echo(click.style(item.json()["text"], dim=True), nl=False, err=True)
+                    elif item.event == "token":
+                        if thinking:
+                            # The thinking ends with its own line before the answer.
+                            click.echo(err=True)
+                            thinking = False
                         click.echo(item.json()["text"], nl=False)
                     elif item.event == "error":
                         failed = True

@@ -15,6 +15,7 @@ import pytest
 from chatapp.providers.demo import DemoProvider
 from tests.support.proxies import Proxy
 from tests.support.servers import BIN, ROOT, ChatServer, ServerFactory, free_port
+from tests.support.upstream import Reply, Upstream
 
 CHATAPP = str(BIN / "chatapp")
 
@@ -234,3 +235,17 @@ def test_config_check_names_a_bad_variable_and_hides_secrets() -> None:
     secret = run("config", "--check", env={"CHATAPP_REDIS_URL": "http://user:hunter2@host"})
     assert secret.returncode == 1 and "CHATAPP_REDIS_URL" in secret.stderr and "hunter2" not in secret.stderr
     assert run("config", "--check", env={"CHATAPP_RETRY_MS": "500", "PORT": "9000"}).returncode == 0
+
+
+def test_ask_shows_reasoning_on_stderr_and_the_answer_on_stdout(start_server: ServerFactory, upstream: Upstream) -> None:
+    from tests.providers.test_openai_stream import openai_env
+
+    upstream.script("think first", Reply(["The answer ", "is 4."], reasoning=["Two and ", "two…"]))
+    server = start_server(openai_env(upstream.url))
+    shown = run("ask", "think first", "--url", server.base_url)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout == "The answer is 4.\n"
+    # Not a terminal: plain text, no colour codes.
+    assert shown.stderr == "Two and two…\n"
+    hidden = run("ask", "think first", "--url", server.base_url, "--no-reasoning")
+    assert (hidden.stdout, hidden.stderr) == ("The answer is 4.\n", "")
