@@ -42,3 +42,30 @@ def test_a_fast_turn_costs_far_fewer_writes_than_tokens(broker: RedisBroker, red
     assert len(events) == 2001
     # Tokens published faster than one write per 2 ms gather into shared entries.
     assert writes < 2000 / 10
+
+
+def test_a_dead_producer_ends_its_turn_once_keeping_reasoning_and_text(broker: RedisBroker, redis_server: RedisServer) -> None:
+    from chatapp import events
+    from chatapp.broker.redis.keys import session_keys
+
+    session_id = broker.create_session("alice")
+    turn = broker.begin_turn(session_id, "hi")
+    broker.publish(turn, [events.start(turn.message_id, "m", cached=False), events.reasoning("Think "), events.reasoning("hard."), events.token("Half")])
+    # The producer dies: its writer stops beating and the liveness key lapses.
+    writer = broker._writers.pop(turn.message_id)
+    writer.close()
+    redis_server.client().delete(session_keys(session_id).alive)
+    seen = []
+    after = None
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and not (seen and seen[-1].event == "end"):
+        part = broker.read(session_id, after, 1.0)
+        if part:
+            seen += part
+            after = part[-1].id
+    assert [e.event for e in seen] == ["start", "reasoning", "reasoning", "token", "error", "end"]
+    assert seen[-2].payload()["code"] == "generation_interrupted"
+    assert seen[-1].payload() == {"message_id": turn.message_id, "finish_reason": "error", "usage": None}
+    info = broker.get_session(session_id)
+    assert info is not None and info.generating is False
+    assert info.messages[-1].to_dict() == {"id": turn.message_id, "role": "assistant", "content": "Half", "reasoning": "Think hard."}

@@ -154,3 +154,11 @@ def test_reasoning_is_never_sent_back(provider: OpenAIProvider) -> None:
         {"role": "user", "content": "Q2\n\nQ3"},
     ]
     assert "thought" not in str(sent) and "thinking" not in str(sent)
+
+
+def test_reasoning_counts_as_activity_for_the_silence_watchdog(upstream: Upstream) -> None:
+    # Each gap (0.6 s) is within the 1 s timeout, though the first token comes after 3 s.
+    strict = OpenAIProvider(model="test-model", api_key=SECRET, base_url=upstream.url, timeout_seconds=1.0)
+    thought, answer, completion, error, _ = run(strict, upstream, "slow thinker", Reply(["Done."], reasoning=["a", "b", "c", "d", "e"], delay=0.6))
+    assert error is None and (thought, answer) == ("abcde", "Done.")
+    assert completion is not None and completion.finish_reason == "stop"

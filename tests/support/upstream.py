@@ -244,6 +244,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._event(choice({"role": "assistant", "content": ""}), reply)
         for thought in reply.reasoning or ():
+            if reply.delay and not self._wait(reply.delay, seen):
+                return
             self._event(choice({reply.reasoning_field: thought}), reply)
             self.wfile.flush()
         for index, piece in enumerate(pieces):
