@@ -148,6 +148,7 @@ class Settings:
     session_ttl_seconds: int = _option("CHATAPP_SESSION_TTL_SECONDS", _integer(1), 86_400, "idle sessions are forgotten after this")
     max_sessions_per_owner: int = _option("CHATAPP_MAX_SESSIONS_PER_OWNER", _integer(1), 100, "sessions one owner may keep at once")
     max_session_messages: int = _option("CHATAPP_MAX_SESSION_MESSAGES", _integer(2), 200, "messages (user and assistant) one session may hold")
+    continuation: str = _option("CHATAPP_CONTINUE", _choice("prefill", "restart", "off"), "restart", "with Redis, a reply whose worker died is taken over by another: prefill continues it (vLLM, llama.cpp, Ollama, LM Studio, DeepSeek; the demo), restart generates it again, off ends it as interrupted")
     think_tags: str = _option("CHATAPP_THINK_TAGS", _choice("auto", "off"), "auto", "openai provider: auto reads <think>...</think> opening a reply as the model's reasoning; off leaves it in the text")
     finish_grace_seconds: float = _option("CHATAPP_FINISH_GRACE_SECONDS", _number(positive=True), 2.0, "openai provider: how long a stream may stay open after its finish reason before the turn ends")
     upstream_timeout_seconds: float = _option("CHATAPP_UPSTREAM_TIMEOUT_SECONDS", _number(positive=True), 60.0, "longest upstream silence before upstream_timeout")

@@ -9,11 +9,17 @@ event          data                                           when
 ``start``      ``{"message_id", "model", "cached"}``          first of every turn
 ``reasoning``  ``{"text"}``                                   the model thinking, in order
 ``token``      ``{"text"}``                                   each piece of the answer
+``reset``      ``{"message_id", "reason"}``                   drop this turn's text so far
+``resumed``    ``{"message_id", "after_chars"}``              another worker continues it
 ``error``      ``{"code", "message", "retryable"}``           the turn failed
 ``end``        ``{"message_id", "finish_reason", "usage"}``   last of every turn
 =============  =============================================  ===========================
 
-``finish_reason`` is one of :data:`FINISH_REASONS`. The turn runner, both brokers and the
+``reset`` comes when a reply starts over (``reason``: ``restarted``, when another worker
+took over a turn whose producer died and generates it again) or when a reader's resume
+point is older than the log (``stale_resume``: the turn follows from its start).
+``resumed`` marks where another worker continued a reply, after ``after_chars``
+characters (code points) of its text. ``finish_reason`` is one of :data:`FINISH_REASONS`. The turn runner, both brokers and the
 interrupted-turn path (a Redis script receives these payloads already encoded) build
 events with the functions below, so a field added here reaches every path at once.
 
@@ -37,6 +43,8 @@ __all__ = [
     "ERROR",
     "FINISH_REASONS",
     "REASONING",
+    "RESET",
+    "RESUMED",
     "START",
     "TOKEN",
     "Draft",
@@ -47,12 +55,15 @@ __all__ = [
     "interrupted",
     "parse_event_id",
     "reasoning",
+    "reset",
+    "resumed",
     "start",
     "text_of",
     "token",
 ]
 
 START, REASONING, TOKEN, ERROR, END = "start", "reasoning", "token", "error", "end"
+RESET, RESUMED = "reset", "resumed"
 #: How a turn can end, in ``end``'s ``finish_reason``: ``content_filter`` when the
 #: upstream's filter stopped the reply (what came before it is kept).
 FINISH_REASONS = ("stop", "length", "content_filter", "cancelled", "error")
@@ -73,6 +84,16 @@ def token(text: str) -> Draft:
     # Once per token: the same text as the encoder gives, without building a dict and
     # walking it (a tenth of the cost).
     return TOKEN, '{"text":' + _encode_string(text) + "}"
+
+
+def reset(message_id: str, reason: str) -> Draft:
+    """Drop the turn's text so far: it starts again (``restarted``, ``stale_resume``)."""
+    return RESET, _ENCODER.encode({"message_id": message_id, "reason": reason})
+
+
+def resumed(message_id: str, after_chars: int) -> Draft:
+    """Another worker continues the reply after its first ``after_chars`` characters."""
+    return RESUMED, _ENCODER.encode({"message_id": message_id, "after_chars": after_chars})
 
 
 def text_of(event: Event) -> str:
@@ -131,7 +152,7 @@ class Event(tuple[str, str, str, bytes]):
         return tuple.__new__(cls, (id, event, data, encode_event(event, id, data) if frame is None else frame))
 
     id: str = property(itemgetter(0), doc="The event id, ``<ms>-<seq>``.")  # type: ignore[assignment]
-    event: str = property(itemgetter(1), doc="The event name: start, reasoning, token, error, end.")  # type: ignore[assignment]
+    event: str = property(itemgetter(1), doc="The event name: start, reasoning, token, reset, resumed, error, end.")  # type: ignore[assignment]
     data: str = property(itemgetter(2), doc="The JSON data.")  # type: ignore[assignment]
     frame: bytes = property(itemgetter(3), doc="The encoded frame, as sent.")  # type: ignore[assignment]
 

@@ -66,6 +66,9 @@ class Metrics:
         self.cache_hits = Counter("chatapp_cache_hits", "Replies served from the response cache.", registry=r)
         self.cache_misses = Counter("chatapp_cache_misses", "Cache lookups that found nothing.", registry=r)
         self.heartbeats = Counter("chatapp_heartbeats", "Heartbeat comments sent to readers.", registry=r)
+        self.takeovers = Counter(
+            "chatapp_takeovers", "Turns taken over from a dead worker, by how: continued or restarted.", ["how"], registry=r
+        )
         # Every finish_reason shows from the start, so rate() sees the first one too.
         for reason in FINISH_REASONS:
             self.turns_finished.labels(reason)
@@ -76,6 +79,9 @@ class Metrics:
         """Count a reply and return the watch that records its tokens and its end."""
         self.turns_started.inc()
         return TurnWatch(self)
+
+    def takeover(self, how: str) -> None:
+        self.takeovers.labels(how=_label(how)).inc()
 
     def cache_hit(self) -> None:
         self.cache_hits.inc()

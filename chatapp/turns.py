@@ -5,6 +5,12 @@ daemon thread elsewhere. It writes ``start``, ``token``..., optionally ``error``
 always ``end`` into the broker; stream readers only ever read the broker, so a reader
 that leaves does not stop the turn and any number of readers see the same events.
 
+On a backend shared by several processes, a turn whose producer died is handed to
+:meth:`TurnRunner.adopt` in one live process, which carries it on as ``CHATAPP_CONTINUE``
+says: ``prefill`` continues the partial reply where the provider can (a ``resumed``
+event marks where), ``restart`` generates it again after a ``reset`` event, ``off`` lets
+it end as interrupted.
+
 With a response cache, an identical request (see :func:`~chatapp.cache.cache_key`)
 replays the stored reply as ``token`` events with ``"cached": true`` in ``start`` and
 never reaches the provider; only replies that ended with ``stop`` are stored.
@@ -13,16 +19,18 @@ never reaches the provider; only replies that ended with ``stop`` are stored.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import events
 from ._concurrency import spawn
-from .broker.base import Broker, TurnHandle
+from .broker.base import Broker, Orphan, TurnHandle
 from .cache import CachedReply, ResponseCache, cache_key
 from .errors import ProviderError
 from .events import Draft
-from .metrics import Metrics
-from .providers.base import ChatRequest, Completion, Provider, Reasoning
+from .metrics import Metrics, TurnWatch
+from .providers.base import ChatRequest, Completion, Provider, Reasoning, StreamItem
 
 __all__ = ["TurnRunner"]
 
@@ -42,6 +50,7 @@ class TurnRunner:
         cache: ResponseCache | None = None,
         cache_ttl_seconds: float = 0,
         max_messages: int | None = None,
+        continuation: str = "restart",
         metrics: Metrics | None = None,
     ) -> None:
         self.broker = broker
@@ -53,6 +62,9 @@ class TurnRunner:
         self.cache_ttl_seconds = cache_ttl_seconds
         #: The most messages a session may hold; a turn that would pass it is refused.
         self.max_messages = max_messages
+        #: How a turn whose producer died goes on: prefill, restart or off.
+        self.continuation = continuation
+        broker.adopt_orphans(self.adopt if continuation != "off" else None)
 
     def start(self, session_id: str, text: str) -> TurnHandle:
         """Store the user's message and generate the reply in the background."""
@@ -62,61 +74,98 @@ class TurnRunner:
 
     def run(self, turn: TurnHandle) -> None:
         """Generate one reply into the broker. Never raises: every exit ends the turn."""
-        pieces: list[str] = []
-        thought: list[str] = []
-        closing: list[Draft] = []
-        finish_reason, usage = "stop", None
+        reply = _Reply()
         watch = self.metrics.turn_started()
+        key = None
         try:
             key = self._cache_key(turn)
             cached = self._cache_get(key)
             self.broker.publish(turn, [events.start(turn.message_id, self.model, cached=cached is not None)])
             if cached is not None:
-                pieces, thought = cached["pieces"], cached.get("reasoning") or []
-                finish_reason, usage = cached["finish_reason"], cached["usage"]
+                reply.pieces, reply.thought = cached["pieces"], cached.get("reasoning") or []
+                reply.finish_reason, reply.usage = cached["finish_reason"], cached["usage"]
                 # A replay has nothing to wait for: every event goes out in one publish.
-                replay = [events.reasoning(piece) for piece in thought] + [events.token(piece) for piece in pieces]
+                replay = [events.reasoning(piece) for piece in reply.thought] + [events.token(piece) for piece in reply.pieces]
                 self.broker.publish(turn, replay)
-                watch.tokens(len(pieces))
+                watch.tokens(len(reply.pieces))
             else:
-                request = ChatRequest(self.model, self.system_prompt, turn.history)
-                for item in self.provider.stream(request, turn.cancelled):
-                    if turn.cancelled.is_set():
-                        break
-                    if isinstance(item, Completion):
-                        finish_reason, usage = item.finish_reason, item.usage
-                    elif isinstance(item, Reasoning):
-                        if item.text:
-                            thought.append(item.text)
-                            self.broker.publish(turn, [events.reasoning(item.text)])
-                    elif item:
-                        pieces.append(item)
-                        self.broker.publish(turn, [events.token(item)])
-                        watch.tokens(1)
-                if turn.cancelled.is_set():
-                    finish_reason, usage = "cancelled", None
-                elif finish_reason == "stop" and pieces and key is not None:
-                    reply: CachedReply = {"pieces": pieces, "finish_reason": finish_reason, "usage": usage}
-                    if thought:
-                        reply["reasoning"] = thought
-                    self._cache_put(key, reply)
-        except ProviderError as exc:
+                self._generate(turn, self.provider.stream(self._request(turn), turn.cancelled), reply, watch)
+        except Exception as exc:
+            self._failed(turn, reply, watch, exc)
+        self._finish(turn, reply, watch, cache_key=key)
+
+    def adopt(self, orphan: Orphan) -> None:
+        """Carry on a turn whose producer died (the broker claimed it for this process)."""
+        turn = orphan.turn
+        reply = _Reply()
+        watch = self.metrics.turn_started()
+        try:
+            request = self._request(turn)
+            if orphan.answer and self.continuation == "prefill" and self.provider.can_continue:
+                self.metrics.takeover("continued")
+                log.warning("turn %s: continuing after %d characters", turn.message_id, len(orphan.answer))
+                reply.pieces, reply.thought = [orphan.answer], [orphan.reasoning] if orphan.reasoning else []
+                self.broker.publish(turn, [events.resumed(turn.message_id, len(orphan.answer))])
+                items = self.provider.continue_reply(request, orphan.answer, turn.cancelled)
+            else:
+                self.metrics.takeover("restarted")
+                log.warning("turn %s: generating it again", turn.message_id)
+                if orphan.answer or orphan.reasoning:
+                    self.broker.publish(turn, [events.reset(turn.message_id, "restarted")])
+                items = self.provider.stream(request, turn.cancelled)
+            self._generate(turn, items, reply, watch)
+        except Exception as exc:
+            self._failed(turn, reply, watch, exc)
+        self._finish(turn, reply, watch, cache_key=None)
+
+    def _request(self, turn: TurnHandle) -> ChatRequest:
+        return ChatRequest(self.model, self.system_prompt, turn.history)
+
+    def _generate(self, turn: TurnHandle, items: Iterator[StreamItem], reply: _Reply, watch: TurnWatch) -> None:
+        for item in items:
+            if turn.cancelled.is_set():
+                break
+            if isinstance(item, Completion):
+                reply.finish_reason, reply.usage = item.finish_reason, item.usage
+            elif isinstance(item, Reasoning):
+                if item.text:
+                    reply.thought.append(item.text)
+                    self.broker.publish(turn, [events.reasoning(item.text)])
+            elif item:
+                reply.pieces.append(item)
+                self.broker.publish(turn, [events.token(item)])
+                watch.tokens(1)
+        if turn.cancelled.is_set():
+            reply.finish_reason, reply.usage = "cancelled", None
+
+    def _failed(self, turn: TurnHandle, reply: _Reply, watch: TurnWatch, exc: Exception) -> None:
+        reply.finish_reason, reply.usage = "error", None
+        if isinstance(exc, ProviderError):
             # An upstream's fault, not ours: one line with its causes, no traceback.
             log.warning("turn %s failed: %s: %s%s", turn.message_id, exc.code, exc, _causes(exc))
-            finish_reason, usage = "error", None
             watch.upstream_error(exc.code)
-            closing.append(events.failure(exc))
+            reply.closing.append(events.failure(exc))
+        else:
+            log.error("turn %s failed unexpectedly", turn.message_id, exc_info=exc)
+            reply.closing.append(events.error("internal_error", "The reply failed; please try again.", retryable=True))
+
+    def _finish(self, turn: TurnHandle, reply: _Reply, watch: TurnWatch, *, cache_key: str | None) -> None:
+        """End the turn in the broker: the reply into history, then ``end``."""
+        if turn.superseded:
+            # Another worker took this turn over while this one was stalled: it ends it.
+            log.warning("turn %s: superseded by another worker; not ending it here", turn.message_id)
+            return
+        if reply.finish_reason == "stop" and reply.pieces and cache_key is not None and not reply.closing:
+            cached: CachedReply = {"pieces": reply.pieces, "finish_reason": "stop", "usage": reply.usage}
+            if reply.thought:
+                cached["reasoning"] = reply.thought
+            self._cache_put(cache_key, cached)
+        reply.closing.append(events.end(turn.message_id, reply.finish_reason, reply.usage))
+        try:
+            self.broker.finish_turn(turn, "".join(reply.pieces), reply.closing, reasoning="".join(reply.thought))
         except Exception:
-            log.exception("turn %s failed unexpectedly", turn.message_id)
-            finish_reason, usage = "error", None
-            closing.append(events.error("internal_error", "The reply failed; please try again.", retryable=True))
-        finally:
-            closing.append(events.end(turn.message_id, finish_reason, usage))
-            try:
-                self.broker.finish_turn(turn, "".join(pieces), closing, reasoning="".join(thought))
-            except Exception:
-                log.exception("turn %s could not be finished", turn.message_id)
-            watch.finished(finish_reason)
+            log.exception("turn %s could not be finished", turn.message_id)
+        watch.finished(reply.finish_reason)
 
     # -- the response cache -----------------------------------------------------------
 
@@ -148,6 +197,17 @@ class TurnRunner:
             self.cache.put(key, reply, self.cache_ttl_seconds)
         except Exception:
             log.warning("response cache %s failed on put; reply not stored", self.cache.name, exc_info=True)
+
+
+@dataclass
+class _Reply:
+    """What a turn has produced so far, and how it ends."""
+
+    pieces: list[str] = field(default_factory=list)
+    thought: list[str] = field(default_factory=list)
+    closing: list[Draft] = field(default_factory=list)
+    finish_reason: str = "stop"
+    usage: dict[str, Any] | None = None
 
 
 def _causes(exc: BaseException) -> str:

@@ -19,13 +19,16 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from .._concurrency import new_event
 from ..events import Draft, Event, parse_event_id
 
-__all__ = ["HISTORY_FULL", "Broker", "Draft", "Event", "Message", "Reader", "SessionInfo", "TurnHandle", "parse_event_id"]
+__all__ = [
+    "HISTORY_FULL", "Broker", "Draft", "Event", "Message", "Orphan", "OrphanHandler", "Reader", "SessionInfo",
+    "TurnHandle", "parse_event_id",
+]
 
 #: The message of a ``history_full`` refusal, formatted with the bound.
 HISTORY_FULL = "This chat has reached its limit of {} messages; start a new chat to go on."
@@ -64,6 +67,25 @@ class TurnHandle:
     # Made when a turn starts, not when this module is imported: gevent's Event once
     # the worker has patched threading.
     cancelled: threading.Event = field(default_factory=new_event)
+    #: Set with ``cancelled`` when another worker took the turn over (this producer was
+    #: thought dead): the turn must stop without ending, since it is no longer ours.
+    superseded: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Orphan:
+    """A running turn whose producer died, claimed by this process to carry on.
+
+    ``answer`` and ``reasoning`` are what the log already holds of the reply.
+    """
+
+    turn: TurnHandle
+    answer: str
+    reasoning: str
+
+
+#: Carries an orphaned turn to its end (the turn runner's); called in the background.
+OrphanHandler = Callable[[Orphan], None]
 
 
 class Reader:
@@ -164,6 +186,15 @@ class Broker(ABC):
 
     def release_stream(self, owner: str, token: str) -> None:
         """Give a held slot back."""
+
+    # -- turns whose producer died ---------------------------------------------------
+
+    def adopt_orphans(self, handler: OrphanHandler | None) -> None:
+        """Hand turns whose producer died to ``handler`` (at most one process gets each)
+        instead of ending them with ``generation_interrupted``.
+
+        Only a backend shared by several processes has orphans; the default ignores it.
+        """
 
     def reader(self, session_id: str) -> Reader:
         """A handle for one stream reader of ``session_id``; close it when done."""

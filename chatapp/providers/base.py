@@ -51,6 +51,9 @@ class Provider(ABC):
     name: str = "provider"
     #: The model used when ``CHATAPP_MODEL`` is blank.
     default_model: str = ""
+    #: Whether :meth:`continue_reply` can continue a partial reply; a turn taken over
+    #: from a dead worker is otherwise generated again from its start.
+    can_continue: bool = False
 
     @abstractmethod
     def stream(self, request: ChatRequest, cancelled: threading.Event) -> Iterator[StreamItem]:
@@ -60,3 +63,10 @@ class Provider(ABC):
         ``cancelled`` is set when the user asks to stop; a provider that waits should
         wait on it so a cancel takes effect at once rather than after the next piece.
         """
+
+    def continue_reply(self, request: ChatRequest, partial: str, cancelled: threading.Event) -> Iterator[StreamItem]:
+        """Yield what follows ``partial``, the reply's text so far, as :meth:`stream` would.
+
+        Only called when :attr:`can_continue` is true.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot continue a partial reply")

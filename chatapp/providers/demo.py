@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-from .base import ChatRequest, Completion, Provider
+from .base import ChatRequest, Completion, Provider, StreamItem
 
 __all__ = ["DemoProvider"]
 
@@ -33,6 +33,8 @@ _SHORT_DELAY = 0.1
 class DemoProvider(Provider):
     name = "demo"
     default_model = "demo"
+    #: Deterministic, so a reply taken over by another worker goes on where it stopped.
+    can_continue = True
 
     def __init__(self, *, delay_ms: float = 40.0, reply_words: int = 60) -> None:
         self.delay = delay_ms / 1000.0
@@ -46,11 +48,28 @@ class DemoProvider(Provider):
         words[0] = words[0].capitalize()
         return [words[0]] + [" " + word for word in words[1:-1]] + [f" {words[-1]}."][: len(words) - 1]
 
-    def stream(self, request: ChatRequest, cancelled: threading.Event) -> Iterator[str | Completion]:
+    def stream(self, request: ChatRequest, cancelled: threading.Event) -> Iterator[StreamItem]:
         pieces = self.reply_for(request.messages[-1].content if request.messages else "")
+        yield from self._paced(request, pieces, pieces, cancelled)
+
+    def continue_reply(self, request: ChatRequest, partial: str, cancelled: threading.Event) -> Iterator[StreamItem]:
+        """The rest of the deterministic reply after its first ``len(partial)`` characters."""
+        pieces = self.reply_for(request.messages[-1].content if request.messages else "")
+        rest, done = [], 0
+        for piece in pieces:
+            if done >= len(partial):
+                rest.append(piece)
+            elif done + len(piece) > len(partial):
+                # The reply stopped inside this piece: its remainder comes first.
+                rest.append(piece[len(partial) - done :])
+            done += len(piece)
+        yield from self._paced(request, pieces, rest, cancelled)
+
+    def _paced(self, request: ChatRequest, pieces: list[str], send: list[str], cancelled: threading.Event) -> Iterator[StreamItem]:
+        """Yield ``send`` at the demo's pace, then the usage of the whole reply ``pieces``."""
         prompt_tokens = sum(len(m.content.split()) for m in request.messages)
         slice_started = time.monotonic()
-        for piece in pieces:
+        for piece in send:
             if self.delay:
                 if self.delay <= _SHORT_DELAY:
                     # A word's pause is slept through, then the flag is checked: a cancel

@@ -97,6 +97,7 @@ class ChatApp:
             cache=cache,
             cache_ttl_seconds=settings.cache_ttl_seconds,
             max_messages=settings.max_session_messages,
+            continuation=settings.continuation,
             metrics=metrics,
         )
         options = StreamOptions(settings.heartbeat_seconds, settings.retry_ms, settings.max_streams_per_owner)

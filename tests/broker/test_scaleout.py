@@ -110,8 +110,18 @@ def test_cancel_from_the_other_host(pair: tuple[ChatServer, ChatServer], start_s
         assert other.history(session_id)["messages"][-1]["content"] == reply_text(events)
 
 
-def test_killed_producer_ends_the_turn_for_readers_elsewhere(start_server: ServerFactory, redis_server: RedisServer) -> None:
-    env = redis_env(redis_server.url, CHATAPP_DEMO_DELAY_MS="300", CHATAPP_DEMO_REPLY_WORDS="200", CHATAPP_HEARTBEAT_SECONDS="1")
+def test_with_continue_off_a_killed_producer_ends_the_turn_for_readers_elsewhere(start_server: ServerFactory, tmp_path: Path) -> None:
+    # A Redis of its own: servers of other tests, which would take the turn over, share
+    # the module's.
+    own = RedisServer(tmp_path)
+    try:
+        _killed_producer_ends_the_turn(start_server, own)
+    finally:
+        own.stop()
+
+
+def _killed_producer_ends_the_turn(start_server: ServerFactory, redis_server: RedisServer) -> None:
+    env = redis_env(redis_server.url, CHATAPP_DEMO_DELAY_MS="300", CHATAPP_DEMO_REPLY_WORDS="200", CHATAPP_HEARTBEAT_SECONDS="1", CHATAPP_CONTINUE="off")
     doomed, survivor = start_server(env), start_server(env)
     with doomed.client() as on_doomed, client_for(survivor, on_doomed) as on_survivor:
         session_id = on_doomed.new_session()

@@ -10,18 +10,20 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from ... import events
+from ..._concurrency import spawn
 from ...errors import ConflictError, ServiceUnavailableError, SessionNotFoundError
 from ...events import Draft, Event, parse_event_id
-from ..base import HISTORY_FULL, Broker, Message, Reader, SessionInfo, TurnHandle
+from ..base import HISTORY_FULL, Broker, Message, Orphan, OrphanHandler, Reader, SessionInfo, TurnHandle
 from . import scripts
 from .client import UNAVAILABLE, RedisError, require
 from .entries import decode_entry, entry_fields
-from .keys import owner_key, session_keys, streams_key
+from .keys import TURNS_KEY, owner_key, session_keys, streams_key
 from .notifications import Notifications
 from .reader import RedisReader
 from .writer import LIVENESS_SECONDS, EventWriter
@@ -35,6 +37,10 @@ T = TypeVar("T")
 #: Entries per read: at most 1,024 events, so a reader owed a long reply gets it in
 #: parts and never holds Events for all of it at once.
 READ_COUNT = 8
+#: How often each worker looks for running turns whose lease lapsed.
+SWEEP_SECONDS = 1.0
+#: A turn is taken over at most this many times; then it ends as interrupted.
+MAX_TAKEOVERS = 2
 
 
 class RedisBroker(Broker):
@@ -64,6 +70,11 @@ class RedisBroker(Broker):
         self._interrupt = self.client.register_script(scripts.INTERRUPT)
         self._hold_stream = self.client.register_script(scripts.HOLD_STREAM)
         self._renew_stream = self.client.register_script(scripts.RENEW_STREAM)
+        self._renew = self.client.register_script(scripts.RENEW)
+        self._takeover = self.client.register_script(scripts.TAKEOVER)
+        self._orphans: OrphanHandler | None = None
+        self._sweeper: threading.Thread | None = None
+        self._closed = threading.Event()
 
     def _call(self, operation: Callable[[], T]) -> T:
         """Run one Redis operation, translating an outage into a 503 for callers."""
@@ -90,6 +101,7 @@ class RedisBroker(Broker):
             pipe.execute()
 
         self._call(create)
+        self._start_sweeper()
         return session_id
 
     def owner_of(self, session_id: str) -> str | None:
@@ -172,10 +184,11 @@ class RedisBroker(Broker):
         keys = session_keys(session_id)
         user = Message(_message_id(), "user", text)
         reply_id = _message_id()
+        lease = secrets.token_hex(8)
         result = self._call(
             lambda: self._begin(
                 keys=[keys.meta, keys.messages, keys.events, keys.alive, keys.cancel],
-                args=[json.dumps(user.to_dict()), reply_id, self._ttl, int(LIVENESS_SECONDS * 1000), max_messages or 0],
+                args=[json.dumps(user.to_dict()), reply_id, self._ttl, int(LIVENESS_SECONDS * 1000), max_messages or 0, lease],
             )
         )
         if result == b"missing":
@@ -187,12 +200,22 @@ class RedisBroker(Broker):
         after, owner, *raw_messages = result
         history = tuple(Message(**json.loads(m)) for m in raw_messages)
         turn = TurnHandle(session_id, reply_id, history)
+        self._produce(turn, after.decode(), owner.decode(), lease)
+        return turn
+
+    def _produce(self, turn: TurnHandle, after: str, owner: str, lease: str) -> None:
+        """Become the turn's producer: its writer, its cancel channel, the sweep's index."""
+        self._start_sweeper()
         self._notifications.start()
         self._notifications.add_turn(turn)
-        self._writers[reply_id] = EventWriter(
-            self.client, turn, after=after.decode(), owner=owner.decode(), ttl_ms=self._ttl
+        self._writers[turn.message_id] = EventWriter(
+            self.client, turn, after=after, owner=owner, ttl_ms=self._ttl, lease=lease, renew=self._renew
         )
-        return turn
+        try:
+            self.client.zadd(TURNS_KEY, {turn.session_id: time.time() * 1000 + LIVENESS_SECONDS * 1000})
+        except RedisError as exc:
+            # The writer's next beat adds it; until then a death goes unswept, not unseen.
+            log.warning("running-turn index not updated: %s", type(exc).__name__)
 
     def publish(self, turn: TurnHandle, events: Sequence[Draft]) -> None:
         writer = self._writers.get(turn.message_id)
@@ -205,6 +228,8 @@ class RedisBroker(Broker):
         if writer is None:
             return
         writer.close()
+        if turn.superseded:
+            return  # another worker finishes it
         keys = session_keys(turn.session_id)
         entry_id, fields = writer.entry(events)
         stored = Message(turn.message_id, "assistant", reply, reasoning or None)
@@ -212,9 +237,13 @@ class RedisBroker(Broker):
         self._call(
             lambda: self._finish(
                 keys=[keys.meta, keys.messages, keys.events, keys.alive, keys.cancel, keys.notify],
-                args=[turn.message_id, message, entry_id, json.dumps(fields), self._ttl],
+                args=[turn.message_id, message, entry_id, json.dumps(fields), self._ttl, writer.lease],
             )
         )
+        try:
+            self.client.zrem(TURNS_KEY, turn.session_id)
+        except RedisError:
+            pass  # the sweep drops it when it finds the turn over
 
     def request_cancel(self, session_id: str) -> bool:
         keys = session_keys(session_id)
@@ -303,7 +332,8 @@ class RedisBroker(Broker):
         return found, start, count >= READ_COUNT
 
     def _producer_running(self, session_id: str) -> bool:
-        """Whether a turn is running; ends it for everyone when its producer is gone."""
+        """Whether a turn is running; a turn whose producer died is taken over here (or
+        ended as interrupted when nobody may continue it)."""
         keys = session_keys(session_id)
 
         def check() -> bool:
@@ -314,16 +344,69 @@ class RedisBroker(Broker):
             if not turn or alive:
                 return bool(turn)
             turn_id = turn.decode()
-            partial, thought = self._partial_reply(session_id)
-            message = json.dumps(Message(turn_id, "assistant", partial, thought or None).to_dict()) if partial or thought else ""
-            closing = events.interrupted(turn_id)
-            self._interrupt(
-                keys=[keys.meta, keys.messages, keys.events, keys.alive, keys.cancel, keys.notify],
-                args=[turn_id, message, json.dumps(entry_fields(closing)), len(closing)],
-            )
+            if self._orphans is not None and self._take_over(session_id, turn_id):
+                return True
+            self._interrupt_turn(session_id, turn_id)
             return False
 
         return self._call(check)
+
+    def _take_over(self, session_id: str, turn_id: str) -> bool:
+        """Claim the orphaned turn and hand it to the handler; False when it must end."""
+        assert self._orphans is not None
+        keys = session_keys(session_id)
+        lease = secrets.token_hex(8)
+        claimed = self._takeover(
+            keys=[keys.meta, keys.messages, keys.events, keys.alive],
+            args=[turn_id, lease, MAX_TAKEOVERS, int(LIVENESS_SECONDS * 1000)],
+        )
+        if claimed == -1:
+            log.warning("turn %s was taken over %d times already; ending it", turn_id, MAX_TAKEOVERS)
+            return False
+        if not claimed:
+            return True  # held, or claimed by another worker just now
+        top, _after, owner, *raw_messages = claimed
+        history = tuple(Message(**json.loads(m)) for m in raw_messages)
+        turn = TurnHandle(session_id, turn_id, history[:-1] if history and history[-1].id == turn_id else history)
+        answer, thought = self._partial_reply(session_id)
+        self._produce(turn, top.decode(), owner.decode(), lease)
+        log.warning("turn %s: its producer died; continuing it here", turn_id)
+        spawn(self._orphans, Orphan(turn, answer, thought), name="chatapp-takeover")
+        return True
+
+    def _interrupt_turn(self, session_id: str, turn_id: str) -> None:
+        """End a turn whose producer died: ``generation_interrupted``, then ``end``, once."""
+        keys = session_keys(session_id)
+        partial, thought = self._partial_reply(session_id)
+        message = json.dumps(Message(turn_id, "assistant", partial, thought or None).to_dict()) if partial or thought else ""
+        closing = events.interrupted(turn_id)
+        self._interrupt(
+            keys=[keys.meta, keys.messages, keys.events, keys.alive, keys.cancel, keys.notify],
+            args=[turn_id, message, json.dumps(entry_fields(closing)), len(closing)],
+        )
+
+    # -- the sweep: turns whose producer died, found whether or not anyone reads ----------
+
+    def adopt_orphans(self, handler: OrphanHandler | None) -> None:
+        self._orphans = handler
+
+    def _start_sweeper(self) -> None:
+        if self._sweeper is None and not self._closed.is_set():
+            self._sweeper = threading.Thread(target=self._sweep, daemon=True, name="chatapp-redis-sweep")
+            self._sweeper.start()
+
+    def _sweep(self) -> None:
+        while not self._closed.wait(SWEEP_SECONDS):
+            try:
+                due = self.client.zrangebyscore(TURNS_KEY, "-inf", time.time() * 1000, start=0, num=32)
+                for member in due:
+                    session_id = member.decode()
+                    if not self._producer_running(session_id):
+                        self.client.zrem(TURNS_KEY, session_id)
+            except (RedisError, ServiceUnavailableError) as exc:
+                log.debug("sweep skipped: %s", type(exc).__name__)
+            except Exception:
+                log.exception("sweep failed")
 
     def _partial_reply(self, session_id: str) -> tuple[str, str]:
         """The answer and the reasoning the current turn logged so far."""
@@ -337,6 +420,9 @@ class RedisBroker(Broker):
             for event in decode_entry(entry_id.decode(), fields, (0, 0)):
                 if event.event in pieces:
                     pieces[event.event].append(events.text_of(event))
+                elif event.event == events.RESET:
+                    # The reply started over: what came before is not part of it.
+                    pieces = {events.TOKEN: [], events.REASONING: []}
         return "".join(pieces[events.TOKEN]), "".join(pieces[events.REASONING])
 
     def ping(self) -> bool:
@@ -346,6 +432,7 @@ class RedisBroker(Broker):
             return False
 
     def close(self) -> None:
+        self._closed.set()
         self._notifications.stop()
         self.client.close()
 

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-__all__ = ["NOTIFY_PATTERN", "SessionKeys", "owner_key", "session_keys", "session_of", "streams_key"]
+__all__ = ["NOTIFY_PATTERN", "TURNS_KEY", "SessionKeys", "owner_key", "session_keys", "session_of", "streams_key"]
 
 #: One pattern subscription per worker process hears every session's notifications.
 NOTIFY_PATTERN = "chatapp:*:notify"
+#: The running turns: session ids by the time their lease runs out (a hint for the
+#: sweep; the lease itself is the session's ``alive`` key).
+TURNS_KEY = "chatapp:turns"
 
 
 class SessionKeys(NamedTuple):

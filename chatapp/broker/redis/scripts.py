@@ -7,7 +7,12 @@ builds an event: payloads come from :mod:`chatapp.events`, already encoded, as a
 
 from __future__ import annotations
 
-__all__ = ["BEGIN", "FINISH", "HOLD_STREAM", "INTERRUPT", "RENEW_STREAM"]
+__all__ = ["BEGIN", "FINISH", "HOLD_STREAM", "INTERRUPT", "RENEW", "RENEW_STREAM", "TAKEOVER"]
+
+# A running turn is held by a lease: the token of its producer, in ``meta.lease`` and as
+# the value of the ``alive`` key, which expires unless the producer renews it. Every
+# write that only the producer may make checks the token (a fence), so a producer that
+# was only paused, and whose turn another worker took over meanwhile, changes nothing.
 
 # Open a turn: refuse when one runs; store the user's message; trim the log to the
 # previous turn; remember where the new turn starts. Answers {after, owner, history...}
@@ -27,9 +32,9 @@ if prev ~= '0-0' then
   if #first > 0 then redis.call('XTRIM', events, 'MINID', first[1][1]) end
 end
 redis.call('RPUSH', messages, ARGV[1])
-redis.call('HSET', meta, 'turn', ARGV[2], 'prev', prev, 'after', after)
+redis.call('HSET', meta, 'turn', ARGV[2], 'prev', prev, 'after', after, 'lease', ARGV[6], 'takeovers', 0)
 redis.call('DEL', KEYS[5])
-redis.call('SET', KEYS[4], ARGV[2], 'PX', ARGV[4])
+redis.call('SET', KEYS[4], ARGV[6], 'PX', ARGV[4])
 for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
 local reply = {after, redis.call('HGET', meta, 'owner')}
 for _, message in ipairs(redis.call('LRANGE', messages, 0, -1)) do reply[#reply + 1] = message end
@@ -41,6 +46,7 @@ return reply
 FINISH = """
 local meta, messages, events = KEYS[1], KEYS[2], KEYS[3]
 if redis.call('HGET', meta, 'turn') ~= ARGV[1] then return 0 end
+if redis.call('HGET', meta, 'lease') ~= ARGV[6] then return 0 end
 if ARGV[2] ~= '' then redis.call('RPUSH', messages, ARGV[2]) end
 local fields = cjson.decode(ARGV[4])
 redis.call('XADD', events, ARGV[3], unpack(fields))
@@ -49,6 +55,41 @@ redis.call('DEL', KEYS[4], KEYS[5])
 for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[5]) end
 redis.call('PUBLISH', KEYS[6], 'e')
 return 1
+"""
+
+# The producer's beat: keep its lease alive. A lease that lapsed unclaimed is taken
+# back; one that another worker claimed is lost (0), and the producer must stop.
+RENEW = """
+local meta, alive = KEYS[1], KEYS[2]
+local holder = redis.call('GET', alive)
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', alive, ARGV[2])
+  return 1
+end
+if holder == false and redis.call('HGET', meta, 'lease') == ARGV[1] and redis.call('HGET', meta, 'turn') ~= '' then
+  redis.call('SET', alive, ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+# Claim a turn whose lease lapsed, at most ARGV[3] times per turn. Answers 0 when the
+# turn ended or is held, -1 when it was taken over too often (end it instead), else
+# {last event id, the turn's first id, owner, history...} for the new producer.
+TAKEOVER = """
+local meta, messages, events, alive = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+if redis.call('HGET', meta, 'turn') ~= ARGV[1] then return 0 end
+if redis.call('EXISTS', alive) == 1 then return 0 end
+if redis.call('HINCRBY', meta, 'takeovers', 1) > tonumber(ARGV[3]) then return -1 end
+redis.call('HSET', meta, 'lease', ARGV[2])
+redis.call('SET', alive, ARGV[2], 'PX', ARGV[4])
+local after = redis.call('HGET', meta, 'after')
+local last = redis.call('XREVRANGE', events, '+', '-', 'COUNT', 1)
+local top = after
+if #last > 0 then top = last[1][1] end
+local reply = {top, after, redis.call('HGET', meta, 'owner')}
+for _, message in ipairs(redis.call('LRANGE', messages, 0, -1)) do reply[#reply + 1] = message end
+return reply
 """
 
 # A reader found the producer gone: end the turn once, with ids after the last entry.

@@ -2,9 +2,11 @@
 
 What arrives while a write is in flight goes out with the next one, at most one write
 per :data:`MIN_WRITE_INTERVAL`: at full speed tokens gather into batches, while a token
-after a quiet spell still goes out at once. Between writes, the writer refreshes the
-turn's liveness key (the keeper's beat) and learns of a cancel made on a host whose
-notification did not reach this one.
+after a quiet spell still goes out at once. Between writes, the writer renews the
+turn's lease (the keeper's beat), keeps the turn in the index of running turns that every
+worker sweeps, and learns of a cancel made on a host whose notification did not reach
+this one. A lease found taken by another worker means this producer was thought dead and
+its turn taken over: the writer stops, and the turn is marked superseded.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from ...events import Draft, parse_event_id
 from ..base import TurnHandle
 from .client import RedisError
 from .entries import BATCH_MAX, entry_fields
-from .keys import owner_key, session_keys
+from .keys import TURNS_KEY, owner_key, session_keys
 
 __all__ = ["LIVENESS_SECONDS", "MIN_WRITE_INTERVAL", "EventWriter"]
 
@@ -35,9 +37,12 @@ MIN_WRITE_INTERVAL = 0.002
 class EventWriter:
     """Writes one turn's events in batches from a thread of its own, until closed."""
 
-    def __init__(self, client: Any, turn: TurnHandle, *, after: str, owner: str, ttl_ms: int) -> None:
+    def __init__(self, client: Any, turn: TurnHandle, *, after: str, owner: str, ttl_ms: int, lease: str, renew: Any) -> None:
         self._client = client
         self._turn = turn
+        #: This producer's lease token, and the script that renews it (scripts.RENEW).
+        self.lease = lease
+        self._renew = renew
         self._keys = session_keys(turn.session_id)
         self._owner_key = owner_key(owner)
         self._ttl_ms = ttl_ms
@@ -52,6 +57,8 @@ class EventWriter:
         threading.Thread(target=self._run, daemon=True, name="chatapp-redis-writer").start()
 
     def add(self, events: Sequence[Draft]) -> None:
+        if self._turn.superseded:
+            return  # another worker carries the turn now
         if self._failed is not None:
             raise ServiceUnavailableError("The event log cannot be written.")
         with self._lock:
@@ -75,9 +82,10 @@ class EventWriter:
 
     def _run(self) -> None:
         keys = self._keys
-        # Often enough for the liveness key and for the session's own expiry.
+        lease_ms = int(LIVENESS_SECONDS * 1000)
+        # Often enough for the lease and for the session's own expiry.
         refresh_every = min(LIVENESS_SECONDS, self._ttl_ms / 1000) / 3
-        refreshed = 0.0
+        refreshed = time.monotonic()
         while True:
             self._wanted.wait(refresh_every)
             self._wanted.clear()
@@ -87,23 +95,35 @@ class EventWriter:
             now = time.monotonic()
             refresh = not finishing and now - refreshed >= refresh_every
             try:
+                if batch and now - refreshed >= 2 * refresh_every and not self._renewed(keys, lease_ms):
+                    # This process stalled long enough for its lease to lapse, and another
+                    # worker claimed the turn: write nothing more.
+                    self._superseded()
+                    return
                 if batch or refresh:
                     pipe = self._client.pipeline(transaction=False)
+                    if refresh:
+                        self._renew(keys=[keys.meta, keys.alive], args=[self.lease, lease_ms], client=pipe)
                     for start in range(0, len(batch), BATCH_MAX):
                         entry_id, fields = self.entry(batch[start : start + BATCH_MAX])
                         pipe.execute_command("XADD", keys.events, entry_id, *fields)
                     if batch:
                         pipe.publish(keys.notify, "e")
                     if refresh:
-                        pipe.set(keys.alive, self._turn.message_id, px=int(LIVENESS_SECONDS * 1000))
-                        # A running turn keeps its session from expiring.
+                        # A running turn keeps its session from expiring and stays in the
+                        # index every worker sweeps for turns whose producer died.
                         for key in (keys.meta, keys.messages, keys.events, self._owner_key):
                             pipe.pexpire(key, self._ttl_ms)
+                        pipe.zadd(TURNS_KEY, {self._turn.session_id: time.time() * 1000 + lease_ms})
                         pipe.get(keys.cancel)
                         refreshed = now
                     results = pipe.execute()
-                    if refresh and results[-1] is not None and results[-1].decode() == self._turn.message_id:
-                        self._turn.cancelled.set()
+                    if refresh:
+                        if not results[0]:
+                            self._superseded()
+                            return
+                        if results[-1] is not None and results[-1].decode() == self._turn.message_id:
+                            self._turn.cancelled.set()
             except RedisError as exc:
                 # Includes a refused XADD id: readers declared this producer dead.
                 log.warning("turn %s: event log write failed: %s", self._turn.message_id, exc)
@@ -116,3 +136,14 @@ class EventWriter:
                 return
             if batch and not finishing:
                 time.sleep(MIN_WRITE_INTERVAL)
+
+    def _renewed(self, keys: Any, lease_ms: int) -> bool:
+        return bool(self._renew(keys=[keys.meta, keys.alive], args=[self.lease, lease_ms], client=self._client))
+
+    def _superseded(self) -> None:
+        log.warning("turn %s: another worker took it over; this producer stops", self._turn.message_id)
+        self._turn.superseded = True
+        self._turn.cancelled.set()
+        with self._lock:
+            self._pending = []
+        self._idle.set()

@@ -34,6 +34,8 @@ class OpenAIProvider(Provider):
     """Streams replies from an OpenAI-compatible ``/chat/completions`` endpoint."""
 
     name = "openai"
+    #: By prefill (see :meth:`continue_reply`), where ``CHATAPP_CONTINUE=prefill`` says so.
+    can_continue = True
 
     def __init__(
         self,
@@ -118,16 +120,36 @@ class OpenAIProvider(Provider):
         return out
 
     def stream(self, request: ChatRequest, cancelled: threading.Event) -> Iterator[StreamItem]:
+        return self._stream(request, cancelled, self.messages(request), {}, think_tags=self.think_tags)
+
+    def continue_reply(self, request: ChatRequest, partial: str, cancelled: threading.Event) -> Iterator[StreamItem]:
+        """Continue ``partial`` by prefill: the history, then the partial reply as a trailing
+        assistant message that the model goes on writing.
+
+        llama.cpp's server, Ollama and LM Studio continue a trailing assistant message as
+        it is; vLLM does with ``continue_final_message`` (and no new generation prompt);
+        DeepSeek with ``"prefix": true`` on that message (on its beta endpoint). Each
+        ignores the others' fields. OpenAI's own API answers afresh instead, which is why
+        ``CHATAPP_CONTINUE`` defaults to ``restart``.
+        """
+        messages: list[dict[str, Any]] = [*self.messages(request), {"role": "assistant", "content": partial, "prefix": True}]
+        extra = {"continue_final_message": True, "add_generation_prompt": False}
+        # The answer has begun, so a <think> tag now would be text.
+        return self._stream(request, cancelled, messages, extra, think_tags=False)
+
+    def _stream(
+        self, request: ChatRequest, cancelled: threading.Event, messages: list[dict[str, Any]], extra: dict[str, Any], *, think_tags: bool
+    ) -> Iterator[StreamItem]:
         connection = wire.Connection()
         stop_watching = watch(cancelled, connection.shut)
         stop_grace = None
         chunks: Any = None
         finish: str | None = None
         usage: dict[str, Any] | None = None
-        splitter = ThinkSplitter() if self.think_tags else None
+        splitter = ThinkSplitter() if think_tags else None
         try:
             try:
-                chunks = self._open(request, connection)
+                chunks = self._open(request, connection, messages, extra)
                 for chunk in chunks:
                     part = read_chunk(chunk)
                     if part.reasoning:
@@ -175,9 +197,11 @@ class OpenAIProvider(Provider):
             finish = ""
         yield Completion(finish_reason(finish), usage)
 
-    def _open(self, request: ChatRequest, connection: wire.Connection) -> Any:
+    def _open(self, request: ChatRequest, connection: wire.Connection, messages: list[dict[str, Any]], extra: dict[str, Any]) -> Any:
         """Send the request; the SDK returns once the response headers are in."""
-        kwargs: dict[str, Any] = {"model": request.model, "messages": self.messages(request), "stream": True}
+        kwargs: dict[str, Any] = {"model": request.model, "messages": messages, "stream": True}
+        if extra:
+            kwargs["extra_body"] = extra
         if self._usage_option:
             kwargs["stream_options"] = {"include_usage": True}
         token = wire.current.set(connection)
