@@ -26,7 +26,9 @@
   ChatAppError.prototype = Object.create(Error.prototype);
   ChatAppError.prototype.constructor = ChatAppError;
 
-  var SERVER_EVENTS = ["start", "token", "error", "end"];
+  // Each is delivered to the handler of its name; `reasoning` (the model's thinking) comes
+  // before and between `token`s, with ids like every other event.
+  var SERVER_EVENTS = ["start", "reasoning", "token", "error", "end"];
 
   // After EventSource gave up on a stream, the pause before the client tries again;
   // doubled after each attempt that fails, back to the start once a stream opens.
@@ -132,11 +134,11 @@
   /**
    * Follow the session's latest turn on an EventSource until its `end`.
    *
-   * handlers: start, token, error, end (each gets the event's data and the MessageEvent),
-   * open (connected), reconnecting (the connection dropped and is being restored; gets
-   * the error when the client could not even reach the server to check on the turn),
-   * closed (the turn is over but its `end` never came; gets the session's history to
-   * settle from, or null when the session is gone).
+   * handlers: start, reasoning, token, error, end (each gets the event's data and the
+   * MessageEvent), open (connected), reconnecting (the connection dropped and is being
+   * restored; gets the error when the client could not even reach the server to check on
+   * the turn), closed (the turn is over but its `end` never came; gets the session's
+   * history to settle from, or null when the session is gone).
    * options.after: resume after this event id. Returns the subscription ({close(),
    * lastEventId}); a second subscribe() closes the first.
    *

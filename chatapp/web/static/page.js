@@ -55,8 +55,11 @@
   function follow(reply) {
     return {
       start: function (data) {
-        reply.start(data.message_id);
+        reply.start(data.message_id, data.cached);
         view.setModel(data.model);
+      },
+      reasoning: function (data) {
+        reply.think(data.text);
       },
       token: function (data) {
         reply.append(data.text);
@@ -168,12 +171,15 @@
             lastUser = message.content;
             view.addUserMessage(message.content);
           } else if (message.role === "assistant") {
-            ChatAppPage.addReply(view, message.content);
+            ChatAppPage.addReply(view, message);
           }
         });
         if (history.generating) {
-          // The stream replays the running turn from its start, then goes on live.
-          client.subscribe(follow(startReply(lastUser)));
+          // The stream replays the running turn from its start, then goes on live; how
+          // long the model has been thinking is lost in the replay.
+          var reply = startReply(lastUser);
+          reply.untimed();
+          client.subscribe(follow(reply));
         }
         view.scrollToBottom();
       },

@@ -4,9 +4,16 @@
  * end), then finished with its notes and its error. Text becomes DOM only through
  * ChatAppMarkdown (markdown.js) and ChatAppCodeBlocks (codeblocks.js).
  *
- *   ChatAppPage.addReply(view, text)   a finished reply, from history
- *   new ChatAppPage.Reply(view, retry) a reply about to stream in; retry() is offered
- *                                      on a retryable error and returns whether it ran
+ * The model's thinking, when it shows any, goes in a "Thinking" block above the answer:
+ * a <details> open while the model thinks, closed when the answer starts, whose summary
+ * then says how long the thinking took (from the first to the last reasoning event, as
+ * this page saw them; just "Thought" when that is unknown: from history, a cached reply,
+ * or a reply picked up again after a reload, whose start is replayed at once).
+ *
+ *   ChatAppPage.addReply(view, message) a finished reply, from history: {content,
+ *                                       reasoning, finish_reason}, the last two optional
+ *   new ChatAppPage.Reply(view, retry)  a reply about to stream in; retry() is offered
+ *                                       on a retryable error and returns whether it ran
  */
 (function (global) {
   "use strict";
@@ -14,13 +21,88 @@
   // The caret goes at the end of the last block, inside lists, quotes and code.
   var CARET_INSIDE = /^(UL|OL|LI|BLOCKQUOTE|PRE|DIV)$/;
 
+  var THINKING = "Thinking…";
+  var NOTES = {
+    cancelled: "Stopped",
+    length: "Cut short: the reply reached the model's length limit.",
+    // A reasoning model can spend its whole output budget before it answers.
+    lengthThinking:
+      "The model ran out of room while thinking, before it could answer. Try a shorter question, or a larger max tokens on the model server.",
+    contentFilter: "The model server's content filter stopped this reply.",
+    empty: "No reply",
+    emptyThinking: "The model gave no answer after thinking."
+  };
+
+  function now() {
+    return global.performance && global.performance.now ? global.performance.now() : Date.now();
+  }
+
   function render(content, text) {
     content.replaceChildren(ChatAppCodeBlocks.decorate(ChatAppMarkdown.render(text)));
   }
 
-  function addReply(view, text) {
+  function addCaret(content) {
+    var last = content.lastElementChild;
+    while (last && last.lastElementChild && CARET_INSIDE.test(last.tagName)) {
+      last = last.lastElementChild;
+    }
+    var caret = document.createElement("span");
+    caret.className = "caret";
+    caret.setAttribute("aria-hidden", "true");
+    (last && last.tagName !== "HR" && last.tagName !== "BUTTON" ? last : content).appendChild(caret);
+  }
+
+  /** "Thought for 12 s", "Thought for 2 min 5 s"; "Thought" when the time is unknown. */
+  function thoughtFor(ms) {
+    if (ms === null) return "Thought";
+    var seconds = Math.round(ms / 1000);
+    if (seconds < 1) return "Thought for <1 s";
+    if (seconds < 60) return "Thought for " + seconds + " s";
+    var rest = seconds % 60;
+    return "Thought for " + Math.floor(seconds / 60) + " min" + (rest ? " " + rest + " s" : "");
+  }
+
+  /** A "Thinking" block put above the answer of a message: {el, summary, body}. */
+  function addThinking(message, open) {
+    var details = document.createElement("details");
+    details.className = "thinking";
+    details.open = open;
+    var summary = document.createElement("summary");
+    summary.className = "thinking-summary";
+    var body = document.createElement("div");
+    body.className = "thinking-body markdown";
+    details.appendChild(summary);
+    details.appendChild(body);
+    message.el.insertBefore(details, message.content);
+    return { el: details, summary: summary, body: body };
+  }
+
+  /** The note under a reply that ended this way, or null. */
+  function noteFor(reason, text, reasoning) {
+    if (reason === "cancelled") return NOTES.cancelled;
+    if (reason === "length") return !text && reasoning ? NOTES.lengthThinking : NOTES.length;
+    if (reason === "content_filter") return NOTES.contentFilter;
+    return null;
+  }
+
+  function addNote(el, text) {
+    var note = document.createElement("p");
+    note.className = "message-note";
+    note.textContent = text;
+    el.appendChild(note);
+  }
+
+  function addReply(view, stored) {
     var message = view.addMessage("assistant");
-    render(message.content, text);
+    if (stored.reasoning) {
+      var thinking = addThinking(message, false);
+      thinking.summary.textContent = thoughtFor(null);
+      render(thinking.body, stored.reasoning);
+    }
+    render(message.content, stored.content);
+    // History that keeps how a reply ended gets the same notes as the live reply had.
+    var note = noteFor(stored.finish_reason, stored.content, stored.reasoning);
+    if (note) addNote(message.el, note);
     return message;
   }
 
@@ -33,21 +115,70 @@
     this.content = message.content;
     this.retry = retry || null;
     this.text = "";
+    this.reasoning = "";
+    this.thinking = null; // the "Thinking" block, once the model thinks
+    this.thinkingNow = false; // the latest piece was thinking, not answer
+    this.timed = true; // whether this page saw the thinking as it happened
+    this.thoughtFirst = null;
+    this.thoughtLast = null;
     this.messageId = null;
     this.error = null;
     this.done = false;
     this.frame = 0;
+    this.dirtyThinking = false;
+    this.dirtyAnswer = false;
   }
 
-  Reply.prototype.start = function (messageId) {
+  /** cached: the server replays a stored reply at once, so its thinking time is unknown. */
+  Reply.prototype.start = function (messageId, cached) {
     this.messageId = messageId;
     this.el.setAttribute("data-message-id", messageId);
+    if (cached) this.timed = false;
+  };
+
+  /** The reply is followed from its start again (after a reload): its timing is unknown. */
+  Reply.prototype.untimed = function () {
+    this.timed = false;
+  };
+
+  Reply.prototype.think = function (text) {
+    var at = now();
+    if (this.thoughtFirst === null) this.thoughtFirst = at;
+    this.thoughtLast = at;
+    if (!this.thinking) {
+      // Open while the model thinks; thinking between answer pieces stays out of the way.
+      this.thinking = addThinking(this, !this.text);
+    }
+    if (!this.thinkingNow) {
+      this.thinkingNow = true;
+      this.el.classList.add("is-thinking");
+      this.thinking.summary.textContent = THINKING;
+      this.dirtyAnswer = true; // the caret moves up
+    }
+    this.reasoning += text;
+    this.dirtyThinking = true;
+    this.schedule();
   };
 
   Reply.prototype.append = function (text) {
+    if (this.thinkingNow) this.thought(true);
+    this.text += text;
+    this.dirtyAnswer = true;
+    this.schedule();
+  };
+
+  /** The thinking is over: say for how long, and close the block when the answer starts. */
+  Reply.prototype.thought = function (answering) {
+    this.thinkingNow = false;
+    this.el.classList.remove("is-thinking");
+    this.thinking.summary.textContent = thoughtFor(this.timed ? this.thoughtLast - this.thoughtFirst : null);
+    if (answering && !this.text) this.thinking.el.open = false;
+    this.dirtyThinking = true; // the caret moves down
+  };
+
+  Reply.prototype.schedule = function () {
     var self = this;
-    self.text += text;
-    // One render per frame however fast tokens come; a hidden tab renders at the end.
+    // One render per frame however fast pieces come; a hidden tab renders at the end.
     if (!self.frame) {
       self.frame = global.requestAnimationFrame(function () {
         self.frame = 0;
@@ -61,29 +192,38 @@
     this.error = error;
   };
 
-  /** Take the text the server kept, for a reply whose `end` never came. */
+  /** Take the text (and thinking) the server kept, for a reply whose `end` never came. */
   Reply.prototype.settle = function (history) {
     var self = this;
     history.messages.forEach(function (message) {
-      if (message.id === self.messageId) self.text = message.content;
+      if (message.id !== self.messageId) return;
+      self.text = message.content;
+      if (message.reasoning && message.reasoning !== self.reasoning) {
+        // Thinking this page did not see come in: how long it took is unknown.
+        self.timed = false;
+        if (!self.thinking) {
+          self.thinking = addThinking(self, !self.text);
+          self.thinking.summary.textContent = thoughtFor(null);
+        }
+        self.reasoning = message.reasoning;
+      }
     });
+    this.dirtyThinking = this.dirtyAnswer = true;
   };
 
   Reply.prototype.render = function () {
     if (this.frame) global.cancelAnimationFrame(this.frame);
     this.frame = 0;
     var stick = this.view.nearBottom();
-    render(this.content, this.text);
-    if (!this.done && this.text) {
-      var last = this.content.lastElementChild;
-      while (last && last.lastElementChild && CARET_INSIDE.test(last.tagName)) {
-        last = last.lastElementChild;
-      }
-      var caret = document.createElement("span");
-      caret.className = "caret";
-      caret.setAttribute("aria-hidden", "true");
-      (last && last.tagName !== "HR" && last.tagName !== "BUTTON" ? last : this.content).appendChild(caret);
+    if (this.thinking && this.dirtyThinking) {
+      render(this.thinking.body, this.reasoning);
+      if (!this.done && this.thinkingNow) addCaret(this.thinking.body);
     }
+    if (this.dirtyAnswer) {
+      render(this.content, this.text);
+      if (!this.done && !this.thinkingNow && this.text) addCaret(this.content);
+    }
+    this.dirtyThinking = this.dirtyAnswer = false;
     if (stick) this.view.scrollToBottom();
   };
 
@@ -91,17 +231,15 @@
   Reply.prototype.finish = function (reason) {
     if (this.done) return false;
     this.done = true;
+    if (this.thinkingNow) this.thought(false);
+    this.dirtyThinking = this.dirtyAnswer = true;
     this.render();
     this.el.classList.remove("is-generating");
     this.el.removeAttribute("aria-busy");
-    if (reason === "cancelled") {
-      this.note("Stopped");
-      this.view.announce("Stopped.");
-    } else if (reason === "length") {
-      this.note("Cut off at the length limit");
-    } else if (!this.text && !this.error) {
-      this.note("No reply");
-    }
+    var note = noteFor(reason, this.text, this.reasoning);
+    if (!note && !this.text && !this.error) note = this.reasoning ? NOTES.emptyThinking : NOTES.empty;
+    if (note) addNote(this.el, note);
+    if (reason === "cancelled") this.view.announce("Stopped.");
     if (this.error) this.drawError(this.error);
     return true;
   };
@@ -111,13 +249,6 @@
     this.done = true;
     if (this.frame) global.cancelAnimationFrame(this.frame);
     this.frame = 0;
-  };
-
-  Reply.prototype.note = function (text) {
-    var note = document.createElement("p");
-    note.className = "message-note";
-    note.textContent = text;
-    this.el.appendChild(note);
   };
 
   Reply.prototype.drawError = function (error) {

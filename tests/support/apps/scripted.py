@@ -2,7 +2,8 @@
 
 ``gunicorn tests.support.apps.scripted:app``. The reply to a message is chosen by its text, so
 a test can make the model say exactly what it needs to (HTML, a ``<script>`` tag split
-across tokens, Markdown, an error), through the real stream and the real page.
+across tokens, Markdown, an error, its thinking, an unusual ending), through the real
+stream and the real page.
 The host's own page at ``/`` includes chatapp's client script, as a host site would.
 """
 
@@ -16,7 +17,7 @@ from flask import Flask, render_template_string
 
 from chatapp import ChatApp
 from chatapp.errors import ProviderError
-from chatapp.providers.base import ChatRequest, Completion, Provider
+from chatapp.providers.base import ChatRequest, Completion, Provider, Reasoning, StreamItem
 
 PREFIX = "/assistant"
 
@@ -92,11 +93,49 @@ SCRIPTS: dict[str, tuple[list[str], float]] = {
 }
 
 
+#: The thinking of the reasoning replies, one ``reasoning`` event each.
+THOUGHTS = [
+    "The user asks how Server-Sent Events **resume**. ",
+    "A browser's `EventSource` reconnects by itself, ",
+    "sending the id of the last event it saw in `Last-Event-ID`.\n\n",
+    "So the server must:\n\n- give every event an `id`\n",
+    "- replay what came after that id\n\n",
+    "A short answer will do.",
+]
+ANSWER = ["It ", "sends ", "`Last-Event-ID`, ", "and the server ", "replays the rest."]
+
+
+def thinking(thoughts: list[str], answer: list[str], finish_reason: str = "stop") -> list[StreamItem]:
+    """A reasoning model's reply: its thinking, then its answer, then how it ended."""
+    return [*(Reasoning(thought) for thought in thoughts), *answer, Completion(finish_reason, None)]
+
+
+#: Replies of reasoning models and unusual endings, by message text: every item is
+#: yielded after the delay (answer text, ``Reasoning``, and last a ``Completion``).
+#: Each live "think..." has its own text, as the cache replays a known reply at once.
+REASONED: dict[str, tuple[list[StreamItem], float]] = {
+    # Thinking slow enough to be watched, then the answer.
+    "think": (thinking(THOUGHTS, ANSWER), 0.4),
+    "think on": (thinking(THOUGHTS * 3, ANSWER), 0.3),
+    # The model spent its whole budget thinking: no answer at all.
+    "think too long": (thinking(THOUGHTS, [], "length"), 0.05),
+    # A script in the thinking, split as in HOSTILE; the answer is harmless.
+    "think hostile": (thinking(HOSTILE, ["Nothing", " ran."]), 0.02),
+    # Many small thoughts, so a connection cut soon after the start lands mid-thinking.
+    "think dropped": (thinking(words("t", 80), ["Done", " thinking."]), 0.05),
+    "think refused": (thinking(words("t", 80), ["Done", " thinking."]), 0.05),
+    # The upstream's filter stopped the reply; what came before it is kept.
+    "filtered": (["Here is the start", " of a reply that", Completion("content_filter", None)], 0.05),
+    # The upstream's length limit cut the answer.
+    "cut short": ([*words("c", 20), Completion("length", None)], 0.02),
+}
+
+
 class ScriptedProvider(Provider):
     name = "scripted"
     default_model = "scripted"
 
-    def stream(self, request: ChatRequest, cancelled: threading.Event) -> Iterator[str | Completion]:
+    def stream(self, request: ChatRequest, cancelled: threading.Event) -> Iterator[StreamItem]:
         text = request.messages[-1].content
         if text in ("flaky", "fatal"):
             # "flaky" fails the first time it is asked in a conversation, so Retry succeeds.
@@ -107,6 +146,13 @@ class ScriptedProvider(Provider):
             if asked == 1:
                 raise ProviderError("The model is overloaded; try again.", code="upstream_error", retryable=True)
             yield " and finished."
+            return
+        if text in REASONED:
+            items, pause = REASONED[text]
+            for item in items:
+                if cancelled.wait(pause):
+                    return
+                yield item
             return
         pieces, delay = SCRIPTS.get(text, (["You said: ", text], 0.02))
         for piece in pieces:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, Route
 
-from tests.support.apps.scripted import PREFIX, words
+from tests.support.apps.scripted import PREFIX, THOUGHTS, words
 from tests.support.browser import Tabs
 from tests.support.servers import ChatServer, ServerFactory
 from tests.support.tcpproxy import TCPProxy
@@ -25,7 +25,7 @@ async ([text, options]) => {
     const calls = [];
     const done = new Promise((resolve) => {
         const handlers = {};
-        for (const name of ["start", "token", "error", "end", "open", "reconnecting", "closed"]) {
+        for (const name of ["start", "reasoning", "token", "error", "end", "open", "reconnecting", "closed"]) {
             handlers[name] = (data, event) => {
                 calls.push([name, data === undefined ? null : data, event ? event.lastEventId : null]);
                 if (name === "end" || name === "closed") resolve();
@@ -53,11 +53,11 @@ def page(scripted: ChatServer, new_tab: Tabs) -> Page:
 
 
 def names(calls: list[list[Any]]) -> list[str]:
-    return [call[0] for call in calls if call[0] != "token"]
+    return [call[0] for call in calls if call[0] not in ("token", "reasoning")]
 
 
-def text_of(calls: list[list[Any]]) -> str:
-    return "".join(call[1]["text"] for call in calls if call[0] == "token")
+def text_of(calls: list[list[Any]], kind: str = "token") -> str:
+    return "".join(call[1]["text"] for call in calls if call[0] == kind)
 
 
 def test_send_follows_the_reply_to_its_end(page: Page) -> None:
@@ -75,6 +75,17 @@ def test_send_follows_the_reply_to_its_end(page: Page) -> None:
     assert [m["content"] for m in history["messages"]] == ["hello", "You said: hello"]
     # Without `remember`, nothing is stored.
     assert page.evaluate("Object.keys(localStorage)") == []
+
+
+def test_reasoning_reaches_its_handler_before_the_answer(page: Page) -> None:
+    calls = page.evaluate(FOLLOW, ["think too long", None])["calls"]
+    assert names(calls) == ["open", "start", "end"]
+    assert text_of(calls, "reasoning") == "".join(THOUGHTS)
+    assert [call[0] for call in calls if call[0] in ("reasoning", "token")] == ["reasoning"] * len(THOUGHTS)
+    assert calls[-1][1]["finish_reason"] == "length"
+    # Every reasoning event has its own id, like any other.
+    ids = [call[2] for call in calls if call[2]]
+    assert len(ids) == len(set(ids)) == len(THOUGHTS) + 2
 
 
 def test_stop_cancels_the_reply(page: Page) -> None:
@@ -185,7 +196,7 @@ SUBSCRIBE = """
 () => new Promise((resolve) => {
     const calls = [];
     const handlers = {};
-    for (const name of ["start", "token", "error", "end", "open", "reconnecting", "closed"]) {
+    for (const name of ["start", "reasoning", "token", "error", "end", "open", "reconnecting", "closed"]) {
         handlers[name] = (data, event) => {
             if (data instanceof ChatAppClient.Error) data = {status: data.status, code: data.code};
             calls.push([name, data === undefined ? null : data, event ? event.lastEventId : null]);
@@ -293,3 +304,58 @@ def test_the_stream_of_a_gone_session_closes_without_history(page: Page) -> None
         })"""
     )
     assert result == [None, None]
+
+
+@pytest.mark.parametrize("refused", [False, True])
+def test_reasoning_across_a_reconnect_loses_and_doubles_nothing(scripted: ChatServer, new_tab: Tabs, refused: bool) -> None:
+    """A connection cut mid-thinking: EventSource reconnects with Last-Event-ID, or, its
+    reconnect refused, the client follows the turn again after the last event it saw."""
+    proxy = TCPProxy(scripted.port)
+    message = "think refused" if refused else "think dropped"
+    try:
+        page = new_tab(proxy.base_url + "/").page
+        streams: list[str] = []
+
+        def stream(route: Route) -> None:
+            streams.append(route.request.url)
+            if refused and len(streams) == 2:
+                refuse(route)
+            else:
+                route.continue_()
+
+        page.route(re.compile(r"/stream(\?|$)"), stream)
+        page.evaluate(
+            """(text) => {
+                window.calls = [];
+                window.client = new ChatAppClient(document.body.dataset.apiBase);
+                const handlers = {};
+                for (const name of ["start", "reasoning", "token", "error", "end", "open", "reconnecting", "closed"]) {
+                    handlers[name] = (data, event) => calls.push([name, data === undefined ? null : data, event ? event.lastEventId : null]);
+                }
+                client.send(text, handlers);
+            }""",
+            message,
+        )
+        page.wait_for_function("() => calls.filter(c => c[0] === 'reasoning').length >= 5")
+        assert proxy.drop() >= 1
+        page.wait_for_function("() => calls.some(c => c[0] === 'end')", timeout=20_000)
+        calls = page.evaluate("calls")
+    finally:
+        proxy.close()
+
+    assert "reconnecting" in names(calls) and "closed" not in names(calls)
+    assert names(calls)[-1] == "end" and calls[-1][1]["finish_reason"] == "stop"
+    # Every thought once, in order, all before the answer; the same as history keeps.
+    assert text_of(calls, "reasoning") == "".join(words("t", 80))
+    assert text_of(calls) == "Done thinking."
+    kinds = [call[0] for call in calls if call[0] in ("reasoning", "token")]
+    assert kinds == ["reasoning"] * 80 + ["token"] * 2
+    ids = [call[2] for call in calls if call[2]]
+    assert len(ids) == len(set(ids))
+    last = page.evaluate("client.history()")["messages"][-1]
+    assert last["reasoning"] == "".join(words("t", 80)) and last["content"] == "Done thinking."
+    if refused:
+        # The client followed the turn again from the last event it had seen.
+        assert len(streams) == 3 and "?last_event_id=" in streams[2]
+    else:
+        assert len(streams) == 2

@@ -11,15 +11,16 @@ import re
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import Page, Route, expect
+from playwright.sync_api import Locator, Page, Route, expect
 
-from tests.support.apps.scripted import PREFIX, words
+from tests.support.apps.scripted import ANSWER, HOSTILE, PREFIX, THOUGHTS, words
 from tests.support.browser import TIMEOUT_MS, Tabs
 from tests.support.servers import ChatServer, ServerFactory
 from tests.support.tcpproxy import TCPProxy
 
 ASSISTANT = '[data-role="assistant"]'
 USER = '[data-role="user"]'
+THINKING = f"{ASSISTANT} details.thinking"
 
 
 @pytest.fixture(scope="module")
@@ -276,6 +277,225 @@ def test_markdown_from_the_model(scripted: ChatServer, new_tab: Tabs) -> None:
     expect(reply.locator("pre")).to_have_attribute("data-lang", "python")
     expect(reply.locator("blockquote")).to_have_text("a quote")
     expect(reply.get_by_role("button", name="Copy")).to_have_count(1)
+
+
+# -- the model's thinking -----------------------------------------------------------------
+
+
+def is_open(block: Locator) -> bool:
+    return bool(block.evaluate("el => el.open"))
+
+
+def record_thinking(page: Page) -> None:
+    """Record [thinking length, open, answer length, summary] of the newest reply's
+    "Thinking" block at every change of the log."""
+    page.evaluate(
+        """() => {
+            window.__thinking = [];
+            new MutationObserver(() => {
+                const blocks = document.querySelectorAll('[data-role="assistant"] details.thinking');
+                const block = blocks[blocks.length - 1];
+                if (!block) return;
+                const answer = block.parentNode.querySelector(".message-content");
+                window.__thinking.push([
+                    block.querySelector(".thinking-body").textContent.length,
+                    block.open,
+                    answer.textContent.length,
+                    block.querySelector("summary").textContent,
+                ]);
+            }).observe(document.getElementById("log"), {childList: true, subtree: true, characterData: true, attributes: true});
+        }"""
+    )
+
+
+def test_thinking_streams_in_then_folds_away_when_the_answer_starts(scripted: ChatServer, new_tab: Tabs) -> None:
+    tab = new_tab(page_url(scripted))
+    page = tab.page
+    record_thinking(page)
+    send(page, "think")
+    block = page.locator(THINKING)
+    expect(block.locator("summary")).to_have_text("Thinking…")
+    assert is_open(block)
+    wait_idle(page)
+
+    # While the model thought, the block was open, said so, and grew piece by piece.
+    states = page.evaluate("window.__thinking")
+    thinking = [state for state in states if state[3] == "Thinking…"]
+    assert all(state[1] and state[2] == 0 for state in thinking), states
+    grown = sorted({state[0] for state in thinking if state[0] > 0})
+    assert len(grown) >= 3, states
+    # Once the answer came, it was closed and said for how long the model thought.
+    assert all(not state[1] for state in states if state[2] > 0), states
+    summary = block.locator("summary").inner_text()
+    seconds = re.fullmatch(r"Thought for (\d+) s", summary)
+    assert seconds and 1 <= int(seconds.group(1)) <= 5, summary
+    assert not is_open(block)
+    assert reply_text(page) == "It sends Last-Event-ID, and the server replays the rest."
+    # The thinking is Markdown, rendered as answers are.
+    expect(block.locator(".thinking-body strong")).to_have_text("resume")
+    expect(block.locator(".thinking-body li")).to_have_count(2)
+    expect(block.locator(".caret")).to_have_count(0)
+    message = history(page)["messages"][-1]
+    assert message["reasoning"] == "".join(THOUGHTS) and message["content"] == "".join(ANSWER)
+
+    # The summary is a button for the keyboard.
+    block.locator("summary").focus()
+    page.keyboard.press("Enter")
+    assert is_open(block)
+    expect(block.locator(".thinking-body")).to_be_visible()
+    page.keyboard.press("Enter")
+    assert not is_open(block)
+    thought = block.locator(".thinking-body").inner_html()
+
+    # From history: the same thinking, closed, for a time no one knows any more.
+    page.reload()
+    expect(page.locator(ASSISTANT)).to_have_count(1)
+    expect(block.locator("summary")).to_have_text("Thought")
+    assert not is_open(block)
+    assert block.locator(".thinking-body").inner_html() == thought
+    assert reply_text(page) == "It sends Last-Event-ID, and the server replays the rest."
+    expect(page.locator(f"{ASSISTANT} .message-note")).to_have_count(0)
+    assert tab.console_errors == []
+
+
+def test_thinking_goes_on_live_after_a_reload(scripted: ChatServer, new_tab: Tabs) -> None:
+    page = new_tab(page_url(scripted)).page
+    send(page, "think on")
+    page.wait_for_function("() => (document.querySelector('[data-role=assistant] .thinking-body')?.textContent.length > 60)")
+    page.reload()
+    # The running turn is replayed from its start: the thinking so far, then live.
+    block = page.locator(THINKING)
+    expect(block.locator("summary")).to_have_text("Thinking…")
+    assert is_open(block)
+    expect(page.locator(f"{ASSISTANT}[aria-busy]")).to_have_count(1)
+    wait_idle(page)
+    # The replay hides how long the model has been thinking.
+    expect(block.locator("summary")).to_have_text("Thought")
+    assert not is_open(block)
+    expect(page.locator(THINKING)).to_have_count(1)
+    assert reply_text(page) == "It sends Last-Event-ID, and the server replays the rest."
+    assert history(page)["messages"][-1]["reasoning"] == "".join(THOUGHTS * 3)
+    # Nothing shown twice: the text is the thinking once, as history renders it.
+    live = block.locator(".thinking-body").inner_html()
+    page.reload()
+    expect(block.locator("summary")).to_have_text("Thought")
+    assert block.locator(".thinking-body").inner_html() == live
+
+
+RAN_OUT = "The model ran out of room while thinking, before it could answer."
+
+
+def test_running_out_of_room_while_thinking(scripted: ChatServer, new_tab: Tabs) -> None:
+    page = new_tab(page_url(scripted)).page
+    send(page, "think too long")
+    wait_idle(page)
+    expect(page.locator(f"{ASSISTANT} .message-note")).to_have_text(re.compile("^" + re.escape(RAN_OUT)))
+    expect(page.locator(f"{ASSISTANT} .message-error")).to_have_count(0)
+    block = page.locator(THINKING)
+    # With no answer to read, the thinking stays open.
+    assert is_open(block)
+    assert re.fullmatch(r"Thought for (<1|\d+) s", block.locator("summary").inner_text())
+    assert page.locator(f"{ASSISTANT} .message-content").text_content() == ""
+    expect(page.locator(f"{ASSISTANT} .message-content")).to_be_hidden()
+    message = history(page)["messages"][-1]
+    assert message["content"] == "" and message["reasoning"] == "".join(THOUGHTS)
+
+    # History keeps no finish reason: after a reload the thinking alone is shown, as
+    # an empty answer may also be a reply stopped while the model thought.
+    page.reload()
+    expect(block.locator("summary")).to_have_text("Thought")
+    assert not is_open(block)
+    expect(page.locator(f"{ASSISTANT} .message-note")).to_have_count(0)
+
+
+def test_notes_from_a_history_that_keeps_the_finish_reason(scripted: ChatServer, new_tab: Tabs) -> None:
+    """Where history says how a reply ended, the page shows the note the live reply had."""
+    page = new_tab(page_url(scripted)).page
+    send(page, "think too long")
+    wait_idle(page)
+
+    def with_finish_reason(route: Route) -> None:
+        response = route.fetch()
+        data = response.json()
+        for message in data["messages"]:
+            if message["role"] == "assistant":
+                message.setdefault("finish_reason", "length")
+        route.fulfill(response=response, json=data)
+
+    page.route(re.compile(r"/api/sessions/[^/?]+$"), with_finish_reason)
+    page.reload()
+    expect(page.locator(THINKING).locator("summary")).to_have_text("Thought")
+    expect(page.locator(f"{ASSISTANT} .message-note")).to_have_text(re.compile("^" + re.escape(RAN_OUT)))
+
+
+def test_model_thinking_with_html_and_scripts_is_text(scripted: ChatServer, new_tab: Tabs) -> None:
+    tab = new_tab(page_url(scripted))
+    page = tab.page
+    send(page, "think hostile")
+    wait_idle(page)
+    block = page.locator(THINKING)
+    body = block.locator(".thinking-body")
+    text = body.text_content() or ""
+    assert "<script>window.__pwned='script'</script>" in text
+    assert "<img src=x onerror=\"window.__pwned='img'\">" in text
+    assert reply_text(page) == "Nothing ran."
+    assert history(page)["messages"][-1]["reasoning"] == "".join(HOSTILE)
+    assert_nothing_ran(page)
+    block.locator("summary").click()
+    body.locator("text=hover").hover()
+    body.locator("text=click me").click()
+    assert page.evaluate("window.__pwned") is None
+
+    page.reload()
+    expect(block).to_have_count(1)
+    assert body.text_content() == text
+    assert_nothing_ran(page)
+    assert tab.console_errors == []
+
+
+@pytest.mark.parametrize(
+    ("message", "text", "note"),
+    [
+        ("filtered", "Here is the start of a reply that", "The model server's content filter stopped this reply."),
+        ("cut short", "".join(words("c", 20)), "Cut short: the reply reached the model's length limit."),
+    ],
+)
+def test_a_reply_the_upstream_ended_early_says_so(scripted: ChatServer, new_tab: Tabs, message: str, text: str, note: str) -> None:
+    page = new_tab(page_url(scripted)).page
+    send(page, message)
+    wait_idle(page)
+    expect(page.locator(f"{ASSISTANT} .message-note")).to_have_text(note)
+    expect(page.locator(f"{ASSISTANT} .message-error")).to_have_count(0)
+    expect(page.locator(THINKING)).to_have_count(0)
+    # What came before the end is kept.
+    assert reply_text(page) == text
+    assert history(page)["messages"][-1]["content"] == text
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_thinking_is_muted_and_fits_a_phone(scripted: ChatServer, new_tab: Tabs, scheme: str) -> None:
+    page = new_tab(page_url(scripted), viewport={"width": 390, "height": 844}, color_scheme=scheme).page
+    send(page, "think hostile")
+    wait_idle(page)
+    page.locator(THINKING).locator("summary").click()
+    send(page, "think too long")
+    wait_idle(page)
+    assert page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth") == 0
+    colors = page.evaluate(
+        """() => {
+            const color = (selector) => getComputedStyle(document.querySelector(selector)).color;
+            return {
+                thinking: color('[data-role="assistant"] .thinking-body'),
+                note: color('[data-role="assistant"] .message-note'),
+                answer: color('[data-role="assistant"] .message-content'),
+            };
+        }"""
+    )
+    # Thinking is in the muted color of notes, not the answer's.
+    assert colors["thinking"] == colors["note"] != colors["answer"]
+    # The summary is a comfortable target on a touch screen.
+    height = page.locator(THINKING).first.locator("summary").evaluate("el => el.getBoundingClientRect().height")
+    assert height >= 30
 
 
 # -- errors and the connection ------------------------------------------------------------
