@@ -22,8 +22,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from .. import events
 from .._concurrency import new_event
-from ..events import Draft, Event, parse_event_id
+from ..events import START, Draft, Event, parse_event_id
 
 __all__ = [
     "HISTORY_FULL", "Broker", "Draft", "Event", "Message", "Orphan", "OrphanHandler", "Reader", "SessionInfo",
@@ -86,6 +87,15 @@ class Orphan:
 
 #: Carries an orphaned turn to its end (the turn runner's); called in the background.
 OrphanHandler = Callable[[Orphan], None]
+
+
+def stale_resume(before: str, turn: list[Event]) -> list[Event]:
+    """``turn`` (the latest, from its start) after a ``reset`` whose id is ``before``, the id
+    just before the turn, so a reader resuming from the reset gets the turn again."""
+    if not turn:
+        return []
+    message_id = turn[0].payload().get("message_id", "") if turn[0].event == START else ""
+    return [Event(before, *events.reset(message_id, "stale_resume")), *turn]
 
 
 class Reader:
@@ -203,8 +213,10 @@ class Broker(ABC):
     def backlog(self, session_id: str, after: str | None) -> list[Event]:
         """What a reader opening the stream gets at once, without waiting.
 
-        Like :meth:`read` with no timeout, except that an id older than everything the
-        broker keeps starts at the latest turn, as no id would.
+        Like :meth:`read` with no timeout, except for a stale id: one older than
+        everything the broker keeps, or newer than its newest event (from an earlier
+        incarnation of the log). That reader gets a ``reset`` (``stale_resume``) and the
+        latest turn from its start, never a silent gap; nothing when there is no turn.
         """
         return self.read(session_id, after, 0)
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 
 from .._concurrency import plain_lock
 from ..errors import ConflictError, SessionNotFoundError
 from ..events import Draft, Event, parse_event_id
 from ..sse import encode_event
-from .base import HISTORY_FULL, Broker, Message, Reader, SessionInfo, TurnHandle
+from .base import HISTORY_FULL, Broker, Message, Reader, SessionInfo, TurnHandle, stale_resume
 
 __all__ = ["MemoryBroker"]
 
@@ -201,6 +201,26 @@ class MemoryBroker(Broker):
             session.turn = None
             session.touched = time.monotonic()
             self._append(session, events)
+
+    def backlog(self, session_id: str, after: str | None) -> list[Event]:
+        if after is None:
+            return self.read(session_id, None, 0)
+        key = parse_event_id(after)
+        with self._lock:
+            session = self._require(session_id)
+            keys = session.keys
+            if not keys:
+                return []
+            at = bisect_left(keys, key)
+            # The id just before a first turn (a reset's) is where that turn starts.
+            first_turn = session.turn_start == 0 and key == (0, 0)
+            if not first_turn and (at == len(keys) or keys[at] != key):
+                # Not an event of this log (older than what is kept, or an earlier log's):
+                # resuming after it would skip what the reader never got.
+                turn = self._events_after(session, None, None)
+                before = session.events[session.turn_start - 1][0] if session.turn_start > 0 else "0-0"
+                return stale_resume(before, turn)
+        return self.read(session_id, after, 0)
 
     def request_cancel(self, session_id: str) -> bool:
         with self._lock:

@@ -199,12 +199,23 @@ def test_ping(broker: Broker) -> None:
     assert broker.ping() is True
 
 
-def test_backlog_with_an_id_older_than_kept_starts_at_the_latest_turn(broker: Broker) -> None:
+def test_backlog_with_a_stale_id_resets_and_starts_the_latest_turn_over(broker: Broker) -> None:
     session_id = broker.create_session("alice")
+    assert broker.backlog(session_id, "5-0") == []
     first = run_turn(broker, session_id, "one", ["a"] * 3)
     second = run_turn(broker, session_id, "two", ["b"] * 3)
     third = run_turn(broker, session_id, "three", ["c"] * 3)
-    assert [e.id for e in broker.backlog(session_id, first[1].id)] == [e.id for e in third]
+    # An id of the right shape that the log never held (between two real ones).
+    ms, seq = parse_event_id(third[-1].id)
+    never = f"{ms - 1}-{seq + 5000}"
+    for stale in (first[1].id, "1-0", "99999999999999-0", never):
+        # Older than what is kept, or newer than anything in the log (an earlier log's).
+        reset, *rest = broker.backlog(session_id, stale)
+        assert [e.id for e in rest] == [e.id for e in third]
+        assert reset.event == "reset" and reset.payload()["reason"] == "stale_resume"
+        # Resuming from the reset gives the turn again, nothing more, nothing less.
+        assert parse_event_id(reset.id) < parse_event_id(third[0].id)
+        assert [e.id for e in broker.backlog(session_id, reset.id)] == [e.id for e in third]
     # An id inside the previous turn still gets that turn's rest, then the latest.
     assert [e.id for e in broker.backlog(session_id, second[1].id)] == [e.id for e in second[2:] + third]
     assert [e.id for e in broker.backlog(session_id, None)] == [e.id for e in third]

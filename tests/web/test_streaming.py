@@ -130,6 +130,24 @@ def test_resume_after_drop_misses_nothing_and_repeats_nothing(steady_server: Cha
         assert len(whole) == 42
 
 
+@pytest.mark.parametrize("stale", ["1-0", "99999999999999-0"], ids=["older_than_the_log", "from_an_earlier_log"])
+def test_a_stale_resume_point_gets_reset_then_the_turn_from_its_start(server: ChatServer, stale: str) -> None:
+    with server.client() as client:
+        session_id = client.new_session()
+        client.send_message(session_id, "remember this")
+        with client.open_stream(session_id) as stream:
+            turn = [i for i in stream.read_rest() if i.kind == "event"]
+        with client.open_stream(session_id, last_event_id=stale) as stream:
+            again = [i for i in stream.read_rest() if i.kind == "event"]
+        reset, *rest = again
+        assert (reset.event, reset.json()) == ("reset", {"message_id": turn[-1].json()["message_id"], "reason": "stale_resume"})
+        # Then the whole turn, exactly as it was, never a silent gap.
+        assert [(e.id, e.event, e.data) for e in rest] == [(e.id, e.event, e.data) for e in turn]
+        # Reconnecting from the reset's own id gives the turn again, without a reset.
+        with client.open_stream(session_id, last_event_id=reset.id) as stream:
+            assert [e.id for e in stream.read_rest() if e.kind == "event"] == [e.id for e in turn]
+
+
 def test_two_readers_get_identical_sequences(server: ChatServer) -> None:
     with server.client() as client:
         session_id = client.new_session()

@@ -19,7 +19,7 @@ from ... import events
 from ..._concurrency import spawn
 from ...errors import ConflictError, ServiceUnavailableError, SessionNotFoundError
 from ...events import Draft, Event, parse_event_id
-from ..base import HISTORY_FULL, Broker, Message, Orphan, OrphanHandler, Reader, SessionInfo, TurnHandle
+from ..base import HISTORY_FULL, Broker, Message, Orphan, OrphanHandler, Reader, SessionInfo, TurnHandle, stale_resume
 from . import scripts
 from .client import UNAVAILABLE, RedisError, require
 from .entries import decode_entry, entry_fields
@@ -297,11 +297,26 @@ class RedisBroker(Broker):
             reader.close()
 
     def backlog(self, session_id: str, after: str | None) -> list[Event]:
-        if after is not None:
-            prev = self._call(lambda: self.client.hget(session_keys(session_id).meta, "prev"))
-            if prev is not None and parse_event_id(after) <= parse_event_id(prev.decode()):
-                # Older than everything kept: the latest turn from its start.
-                after = None
+        if after is None:
+            return self.read(session_id, None, 0)
+        keys = session_keys(session_id)
+
+        def look() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hget(keys.meta, "after")
+            # The entry holding the id, if the log has it: the first at or after it.
+            pipe.xrange(keys.events, after, "+", count=1)
+            result: list[Any] = pipe.execute()
+            return result
+
+        before, found = self._call(look)
+        if before is None:
+            raise SessionNotFoundError()
+        # The id just before the turn (a reset's) is where the turn starts.
+        if after != before.decode() and not _holds(found, parse_event_id(after)):
+            # Not an event of this log (older than what is kept, or an earlier log's):
+            # resuming after it would skip what the reader never got.
+            return stale_resume(before.decode(), self.read(session_id, None, 0))
         return self.read(session_id, after, 0)
 
     def _read_now(self, session_id: str, after: str | None) -> tuple[list[Event], str, bool]:
@@ -435,6 +450,15 @@ class RedisBroker(Broker):
         self._closed.set()
         self._notifications.stop()
         self.client.close()
+
+
+def _holds(entries: list[Any], key: tuple[int, int]) -> bool:
+    """Whether the first of ``entries`` (an XRANGE from ``key``) holds the event ``key``."""
+    if not entries:
+        return False
+    entry_id, fields = entries[0]
+    ms, last = parse_event_id(entry_id.decode())
+    return ms == key[0] and last - int(fields[b"n"]) < key[1] <= last
 
 
 def _message_id() -> str:
