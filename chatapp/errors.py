@@ -25,7 +25,8 @@
         ├── UpstreamBadResponseError  upstream_bad_response: a chunk that is not the protocol
         ├── UpstreamReportedError   upstream_error: another error object inside the stream (retryable)
         ├── UpstreamTimeoutError    upstream_timeout: silent too long (retryable)
-        └── GenerationInterruptedError  the producer died mid-turn (retryable)
+        ├── GenerationInterruptedError  the producer died mid-turn (retryable)
+        └── ServerRestartingError   server_restarting: the server stopped mid-turn, nobody to hand it to (retryable)
 
 ``retryable`` says whether sending the same message again may work: true for faults of
 the moment (rate limits, 5xx, lost connections, silence), false where a retry would fail
@@ -144,6 +145,13 @@ class GenerationInterruptedError(ProviderError):
 
     def __init__(self, message: str = "The reply was interrupted; please try again.") -> None:
         super().__init__(message)
+
+
+class ServerRestartingError(ProviderError):
+    """The server stopped while replying, and no other process could carry the turn on."""
+
+    code = "server_restarting"
+    retryable = True
 
 
 class UpstreamAuthError(ProviderError):

@@ -27,7 +27,7 @@ from . import events
 from ._concurrency import spawn
 from .broker.base import Broker, Orphan, TurnHandle
 from .cache import CachedReply, ResponseCache, cache_key
-from .errors import ProviderError
+from .errors import ProviderError, ServerRestartingError
 from .events import Draft
 from .metrics import Metrics, TurnWatch
 from .providers.base import ChatRequest, Completion, Provider, Reasoning, StreamItem
@@ -65,6 +65,27 @@ class TurnRunner:
         #: How a turn whose producer died goes on: prefill, restart or off.
         self.continuation = continuation
         broker.adopt_orphans(self.adopt if continuation != "off" else None)
+        # The turns this process produces now, by session.
+        self._active: dict[str, TurnHandle] = {}
+
+    def producing(self, session_id: str) -> bool:
+        """Whether this process produces the running turn of ``session_id``."""
+        turn = self._active.get(session_id)
+        return turn is not None and not turn.superseded
+
+    @property
+    def active(self) -> int:
+        """How many turns this process produces now."""
+        return sum(1 for turn in list(self._active.values()) if not turn.superseded)
+
+    def stop_all(self) -> None:
+        """The server is stopping: hand every running turn over to another process, or,
+        where none could take it, end it with ``server_restarting`` (retryable)."""
+        for turn in list(self._active.values()):
+            if turn.superseded or self.broker.hand_over(turn):
+                continue
+            turn.stopping = "server_restarting"
+            turn.cancelled.set()
 
     def start(self, session_id: str, text: str) -> TurnHandle:
         """Store the user's message and generate the reply in the background."""
@@ -77,6 +98,7 @@ class TurnRunner:
         reply = _Reply()
         watch = self.metrics.turn_started()
         key = None
+        self._active[turn.session_id] = turn
         try:
             key = self._cache_key(turn)
             cached = self._cache_get(key)
@@ -99,6 +121,7 @@ class TurnRunner:
         turn = orphan.turn
         reply = _Reply()
         watch = self.metrics.turn_started()
+        self._active[turn.session_id] = turn
         try:
             request = self._request(turn)
             if orphan.answer and self.continuation == "prefill" and self.provider.can_continue:
@@ -135,6 +158,8 @@ class TurnRunner:
                 reply.pieces.append(item)
                 self.broker.publish(turn, [events.token(item)])
                 watch.tokens(1)
+        if turn.stopping:
+            raise ServerRestartingError("The server restarted while replying; please try again.")
         if turn.cancelled.is_set():
             reply.finish_reason, reply.usage = "cancelled", None
 
@@ -151,6 +176,8 @@ class TurnRunner:
 
     def _finish(self, turn: TurnHandle, reply: _Reply, watch: TurnWatch, *, cache_key: str | None) -> None:
         """End the turn in the broker: the reply into history, then ``end``."""
+        if self._active.get(turn.session_id) is turn:
+            del self._active[turn.session_id]
         if turn.superseded:
             # Another worker took this turn over while this one was stalled: it ends it.
             log.warning("turn %s: superseded by another worker; not ending it here", turn.message_id)

@@ -71,6 +71,9 @@ class TurnHandle:
     #: Set with ``cancelled`` when another worker took the turn over (this producer was
     #: thought dead): the turn must stop without ending, since it is no longer ours.
     superseded: bool = False
+    #: Set with ``cancelled`` when the server is stopping and the turn cannot be handed
+    #: over: it ends with this error code (``server_restarting``) instead of ``cancelled``.
+    stopping: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +114,9 @@ class Reader:
 
     def read(self, after: str | None, timeout: float) -> list[Event]:
         return self.broker.read(self.session_id, after, timeout)
+
+    def wake(self) -> None:
+        """Make a waiting :meth:`read` return now (with what there is, maybe nothing)."""
 
     def close(self) -> None:
         """Release what the reader holds; called once, when its response closes."""
@@ -205,6 +211,16 @@ class Broker(ABC):
 
         Only a backend shared by several processes has orphans; the default ignores it.
         """
+
+    def hand_over(self, turn: TurnHandle) -> bool:
+        """Give up a turn this process produces, for another process to carry on at once
+        (releasing its lease rather than letting it lapse); ``False`` when no other
+        process could (one-process backends). The caller stops producing it either way.
+        """
+        return False
+
+    def quiesce(self) -> None:
+        """This process is stopping: take no turn over from now on (others will)."""
 
     def reader(self, session_id: str) -> Reader:
         """A handle for one stream reader of ``session_id``; close it when done."""

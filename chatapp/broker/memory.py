@@ -202,6 +202,14 @@ class MemoryBroker(Broker):
             session.touched = time.monotonic()
             self._append(session, events)
 
+    def wake(self, session_id: str) -> None:
+        """Wake every reader waiting on ``session_id``."""
+        with self._lock:
+            session = self._sessions.get(session_id)
+            if session is not None:
+                session.waiting = True
+                session.wake_readers()
+
     def backlog(self, session_id: str, after: str | None) -> list[Event]:
         if after is None:
             return self.read(session_id, None, 0)
@@ -313,6 +321,9 @@ class _MemoryReader(Reader):
 
     def read(self, after: str | None, timeout: float) -> list[Event]:
         return self._memory.read(self.session_id, after, timeout, self._place)
+
+    def wake(self) -> None:
+        self._memory.wake(self.session_id)
 
 
 def _message_id() -> str:

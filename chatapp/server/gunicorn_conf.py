@@ -20,6 +20,7 @@ from typing import Any
 
 from chatapp.config import ServerSettings, load_server_settings, load_settings
 from chatapp.errors import ConfigError
+from chatapp.server.drain import drained, watch_for_stop
 from chatapp.server.tuning import tune_worker
 from chatapp.web.requestlog import log_to_stderr
 
@@ -34,6 +35,7 @@ __all__ = [
     "when_ready",
     "worker_class",
     "worker_connections",
+    "worker_exit",
     "workers",
 ]
 
@@ -199,6 +201,13 @@ def post_fork(server: Any, worker: Any) -> None:
 
 
 def post_worker_init(worker: Any) -> None:
-    """Tune each worker once the app is loaded (see :mod:`chatapp.server.tuning`)."""
+    """Tune each worker once the app is loaded (see :mod:`chatapp.server.tuning`), and
+    watch for the signal to stop (see :mod:`chatapp.server.drain`)."""
     tune_worker(worker)
+    watch_for_stop(worker)
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """Let a drain in progress hand its turns over before the worker is gone."""
+    drained(worker)
 

@@ -16,6 +16,7 @@ from ..errors import ConfigError
 from ..metrics import Metrics
 from ..providers.base import Provider
 from ..turns import TurnRunner
+from . import lifecycle
 from .components import make_broker, make_cache, make_provider
 from .cors import CorsPolicy
 from .owner import OwnerCallable, anonymous_owner, current_owner
@@ -106,13 +107,16 @@ class ChatApp:
             broker=broker,
             provider=provider,
             runner=runner,
-            streams=Streams(broker, options, guard=SendGuard(settings.send_timeout_seconds), metrics=metrics),
+            streams=Streams(
+                broker, options, guard=SendGuard(settings.send_timeout_seconds), metrics=metrics, producing=runner.producing
+            ),
             owner=self._owner or anonymous_owner,
             limiter=make_limiter(app, bp, settings, current_owner),
             cors=CorsPolicy(settings.cors_origins),
             cache=cache,
             metrics=metrics,
         )
+        lifecycle.register(app.extensions["chatapp"])
         app.register_blueprint(bp, url_prefix=settings.url_prefix or None)
         if self._broker is None:
             # Flask has no app-shutdown hook: the broker chatapp built (a Redis pool and

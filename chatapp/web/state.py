@@ -20,7 +20,7 @@ from .streaming import Streams
 __all__ = ["ChatAppState", "state"]
 
 
-@dataclass
+@dataclass(eq=False)
 class ChatAppState:
     """Everything chatapp keeps for one app."""
 

@@ -19,7 +19,7 @@ from itertools import islice
 
 from flask import Response
 
-from ..broker.base import Broker
+from ..broker.base import Broker, Reader
 from ..errors import RateLimitedError, ServiceUnavailableError, SessionNotFoundError
 from ..events import END, Event
 from ..metrics import Metrics
@@ -121,9 +121,16 @@ class Streams:
         registry: StreamRegistry | None = None,
         guard: SendGuard | None = None,
         metrics: Metrics | None = None,
+        producing: Callable[[str], bool] | None = None,
     ) -> None:
         self.broker = broker
         self.options = options
+        #: Whether this process produces a session's running turn (the turn runner's).
+        self.producing = producing or (lambda session_id: False)
+        #: Set when the server is stopping: readers leave, except those of turns still
+        #: produced here, so their clients reconnect to a server that stays.
+        self.draining = False
+        self._open: set[EventStream] = set()
         # A stream renews its shared slot between heartbeats, so the lease outlasts one.
         self.registry = registry or StreamRegistry(broker, lease_seconds=max(60.0, 3 * options.heartbeat))
         self.guard = guard
@@ -148,7 +155,18 @@ class Streams:
 
         :class:`RateLimitedError` when the owner holds too many streams.
         """
-        return EventStream(self, session_id, owner, after, backlog or [], follow, sock)
+        stream = EventStream(self, session_id, owner, after, backlog or [], follow, sock)
+        self._open.add(stream)
+        return stream
+
+    def drain(self) -> None:
+        """The server is stopping: wake every reader so those that may leave do now."""
+        self.draining = True
+        for stream in list(self._open):
+            stream.wake()
+
+    def closed(self, stream: EventStream) -> None:
+        self._open.discard(stream)
 
 
 class EventStream:
@@ -178,6 +196,8 @@ class EventStream:
         self._sock = sock
         self._closed = False
         self._metrics = streams.metrics
+        self._streams = streams
+        self._reader: Reader | None = None
         self._on_close: list[Callable[[], None]] = []
         if self._metrics is not None:
             self._metrics.stream_opened()
@@ -200,10 +220,16 @@ class EventStream:
             self._guard.writing(id(self), self._sock)
         return chunk
 
+    def wake(self) -> None:
+        """Make the reader's wait end now (a stopping server)."""
+        if self._reader is not None:
+            self._reader.wake()
+
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        self._streams.closed(self)
         if self._guard is not None:
             self._guard.written(id(self))
         try:
@@ -231,10 +257,18 @@ class EventStream:
         # browser's ``open`` fires at once even when the turn has not started yet.
         pending = ServerSentEvent(retry=options.retry_ms).encode()
         events = backlog
-        reader = broker.reader(session_id)
+        reader = self._reader = broker.reader(session_id)
         renew_at = time.monotonic() + renew_every
+        streams = self._streams
         try:
             while True:
+                if streams.draining and not streams.producing(session_id):
+                    # The server is stopping and this turn, if any, is produced elsewhere
+                    # (or was handed over): send what is here, then end the response, so
+                    # EventSource reconnects with its last id to a server that stays.
+                    if events or pending:
+                        yield from _batches(pending, events)
+                    return
                 if events:
                     end = None if follow else _index_of_end(events)
                     if end is not None:

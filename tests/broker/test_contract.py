@@ -329,3 +329,20 @@ def test_a_reader_gets_a_long_finished_turn_without_waiting(broker: Broker) -> N
     finally:
         reader.close()
     assert len(got) == 3001
+
+
+def test_waking_a_reader_ends_its_wait_at_once(broker: Broker) -> None:
+    session_id = broker.create_session("alice")
+    run_turn(broker, session_id, "one", ["a"])
+    reader = broker.reader(session_id)
+    last = broker.read(session_id, None, 0)[-1].id
+    got: list = []
+    waiter = threading.Thread(target=lambda: got.append(reader.read(last, 30)))
+    started = time.monotonic()
+    waiter.start()
+    time.sleep(0.3)
+    reader.wake()
+    waiter.join(5)
+    assert not waiter.is_alive() and got == [[]]
+    assert time.monotonic() - started < 5
+    reader.close()

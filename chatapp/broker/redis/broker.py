@@ -72,9 +72,11 @@ class RedisBroker(Broker):
         self._renew_stream = self.client.register_script(scripts.RENEW_STREAM)
         self._renew = self.client.register_script(scripts.RENEW)
         self._takeover = self.client.register_script(scripts.TAKEOVER)
+        self._release = self.client.register_script(scripts.RELEASE)
         self._orphans: OrphanHandler | None = None
         self._sweeper: threading.Thread | None = None
         self._closed = threading.Event()
+        self._quiet = False
 
     def _call(self, operation: Callable[[], T]) -> T:
         """Run one Redis operation, translating an outage into a 503 for callers."""
@@ -349,6 +351,9 @@ class RedisBroker(Broker):
     def _producer_running(self, session_id: str) -> bool:
         """Whether a turn is running; a turn whose producer died is taken over here (or
         ended as interrupted when nobody may continue it)."""
+        if self._quiet:
+            # Stopping: the workers that stay take it over; say it runs.
+            return True
         keys = session_keys(session_id)
 
         def check() -> bool:
@@ -400,10 +405,35 @@ class RedisBroker(Broker):
             args=[turn_id, message, json.dumps(entry_fields(closing)), len(closing)],
         )
 
+    def hand_over(self, turn: TurnHandle) -> bool:
+        writer = self._writers.pop(turn.message_id, None)
+        self._notifications.discard_turn(turn)
+        if writer is None:
+            return False
+        # Stop producing first, so nothing of ours lands after the next producer's.
+        turn.superseded = True
+        turn.cancelled.set()
+        writer.close()
+        keys = session_keys(turn.session_id)
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            self._release(keys=[keys.alive], args=[writer.lease], client=pipe)
+            # Due now: the next sweep of any worker claims it.
+            pipe.zadd(TURNS_KEY, {turn.session_id: 0})
+            pipe.execute()
+        except RedisError as exc:
+            # The lease lapses by itself: a takeover a few seconds later.
+            log.warning("turn %s not handed over: %s", turn.message_id, type(exc).__name__)
+        log.info("turn %s handed over", turn.message_id)
+        return True
+
     # -- the sweep: turns whose producer died, found whether or not anyone reads ----------
 
     def adopt_orphans(self, handler: OrphanHandler | None) -> None:
         self._orphans = handler
+
+    def quiesce(self) -> None:
+        self._quiet = True
 
     def _start_sweeper(self) -> None:
         if self._sweeper is None and not self._closed.is_set():
@@ -411,7 +441,7 @@ class RedisBroker(Broker):
             self._sweeper.start()
 
     def _sweep(self) -> None:
-        while not self._closed.wait(SWEEP_SECONDS):
+        while not self._closed.wait(SWEEP_SECONDS) and not self._quiet:
             try:
                 due = self.client.zrangebyscore(TURNS_KEY, "-inf", time.time() * 1000, start=0, num=32)
                 for member in due:

@@ -38,6 +38,7 @@ class RedisReader(Reader):
         self._woken = threading.Event()
         # The first read always looks: something may have come before registering.
         self._woken.set()
+        self._poked = False
         notifications.add_reader(session_id, self._woken)
 
     def read(self, after: str | None, timeout: float) -> list[Event]:
@@ -53,7 +54,8 @@ class RedisReader(Reader):
                 if full:
                     # A full read may have left entries behind: the next read looks again.
                     woken.set()
-                if events:
+                if events or self._poked:
+                    self._poked = False
                     return events
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -61,6 +63,10 @@ class RedisReader(Reader):
             # While a turn runs, wake once a liveness period to notice a dead producer.
             if not woken.wait(min(remaining, check_every)) and not self._producer_running(self.session_id):
                 check_every = timeout
+
+    def wake(self) -> None:
+        self._poked = True
+        self._woken.set()
 
     def close(self) -> None:
         self._notifications.discard_reader(self.session_id, self._woken)

@@ -7,7 +7,7 @@ builds an event: payloads come from :mod:`chatapp.events`, already encoded, as a
 
 from __future__ import annotations
 
-__all__ = ["BEGIN", "FINISH", "HOLD_STREAM", "INTERRUPT", "RENEW", "RENEW_STREAM", "TAKEOVER"]
+__all__ = ["BEGIN", "FINISH", "HOLD_STREAM", "INTERRUPT", "RELEASE", "RENEW", "RENEW_STREAM", "TAKEOVER"]
 
 # A running turn is held by a lease: the token of its producer, in ``meta.lease`` and as
 # the value of the ``alive`` key, which expires unless the producer renews it. Every
@@ -70,6 +70,12 @@ if holder == false and redis.call('HGET', meta, 'lease') == ARGV[1] and redis.ca
   redis.call('SET', alive, ARGV[1], 'PX', ARGV[2])
   return 1
 end
+return 0
+"""
+
+# Give a lease up at once (a worker stopping), so the sweep of another claims the turn now.
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) return 1 end
 return 0
 """
 
