@@ -26,9 +26,11 @@
   ChatAppError.prototype = Object.create(Error.prototype);
   ChatAppError.prototype.constructor = ChatAppError;
 
-  // Each is delivered to the handler of its name; `reasoning` (the model's thinking) comes
-  // before and between `token`s, with ids like every other event.
-  var SERVER_EVENTS = ["start", "reasoning", "token", "error", "end"];
+  // Each is delivered to the handler of its name, with ids like every other event:
+  // `reasoning` (the model's thinking) comes before and between `token`s; `reset` drops
+  // the turn's text so far (answer and thinking), as the reply starts over; `resumed` says
+  // another server continues the reply after its first `after_chars` characters.
+  var SERVER_EVENTS = ["start", "reasoning", "token", "reset", "resumed", "error", "end"];
 
   // After EventSource gave up on a stream, the pause before the client tries again;
   // doubled after each attempt that fails, back to the start once a stream opens.
@@ -134,8 +136,8 @@
   /**
    * Follow the session's latest turn on an EventSource until its `end`.
    *
-   * handlers: start, reasoning, token, error, end (each gets the event's data and the
-   * MessageEvent), open (connected), reconnecting (the connection dropped and is being
+   * handlers: start, reasoning, token, reset, resumed, error, end (each gets the event's
+   * data and the MessageEvent), open (connected), reconnecting (the connection dropped and is being
    * restored; gets the error when the client could not even reach the server to check on
    * the turn), closed (the turn is over but its `end` never came; gets the session's
    * history to settle from, or null when the session is gone).
@@ -145,7 +147,8 @@
    * A dropped connection is EventSource's to restore: it resends Last-Event-ID by itself.
    * When it gives up instead (a 204, an HTTP error), the client asks the history whether
    * the turn goes on, and if so follows it again after the last event it saw, after a
-   * pause that doubles while attempts fail. No event id is ever delivered twice.
+   * pause that doubles while attempts fail. No event id is ever delivered twice: a replay
+   * never hands a `reset` over again, which would wipe the text that followed it.
    */
   ChatAppClient.prototype.subscribe = function (handlers, options) {
     var self = this;

@@ -64,6 +64,18 @@
       token: function (data) {
         reply.append(data.text);
       },
+      reset: function (data) {
+        // The reply starts over: another server generates it again (`restarted`), or the
+        // stream follows it from its start (`stale_resume`), which needs no word.
+        if (!reply.owns(data.message_id)) return;
+        reply.restart();
+        if (data.reason === "restarted") view.announce("The reply is starting over.");
+      },
+      resumed: function (data) {
+        if (!reply.owns(data.message_id)) return;
+        reply.resume(data.after_chars);
+        view.announce("The reply is being continued by another server.");
+      },
       error: function (data) {
         reply.fail(data);
         view.announce("The reply failed: " + data.message);

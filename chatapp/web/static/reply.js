@@ -10,6 +10,14 @@
  * this page saw them; just "Thought" when that is unknown: from history, a cached reply,
  * or a reply picked up again after a reload, whose start is replayed at once).
  *
+ * A reply can start over (the server's `reset`: another server generates it again, or the
+ * stream replays it from its start): its answer and thinking are dropped, and it goes on
+ * from empty. A reply continued by another server (`resumed`) gets a quiet seam: a thin
+ * rule between the rendered blocks, after the block in which the other server took over.
+ * It is put there after each render, never through the renderer and never inside a
+ * block, so it cannot split a code block, a list or a paragraph, nor add to the text:
+ * its words are the stylesheet's, and a copy of the reply is the model's text alone.
+ *
  *   ChatAppPage.addReply(view, message) a finished reply, from history: {content,
  *                                       reasoning, finish_reason}, the last two optional
  *   new ChatAppPage.Reply(view, retry)  a reply about to stream in; retry() is offered
@@ -20,6 +28,8 @@
 
   // The caret goes at the end of the last block, inside lists, quotes and code.
   var CARET_INSIDE = /^(UL|OL|LI|BLOCKQUOTE|PRE|DIV)$/;
+  var SEAM = "resumed-marker";
+  var SEAM_LABEL = "Reply continued by another server";
 
   var THINKING = "Thinking…";
   var NOTES = {
@@ -43,6 +53,8 @@
 
   function addCaret(content) {
     var last = content.lastElementChild;
+    // A seam is no text: the caret goes at the end of the block before it.
+    while (last && last.classList.contains(SEAM)) last = last.previousElementSibling;
     while (last && last.lastElementChild && CARET_INSIDE.test(last.tagName)) {
       last = last.lastElementChild;
     }
@@ -50,6 +62,35 @@
     caret.className = "caret";
     caret.setAttribute("aria-hidden", "true");
     (last && last.tagName !== "HR" && last.tagName !== "BUTTON" ? last : content).appendChild(caret);
+  }
+
+  /** The length in UTF-16 units of the first `points` code points of text (at most all). */
+  function codeUnits(text, points) {
+    var at = 0;
+    for (; points > 0 && at < text.length; points--) {
+      var unit = text.charCodeAt(at);
+      at += unit >= 0xd800 && unit <= 0xdbff && at + 1 < text.length ? 2 : 1;
+    }
+    return at;
+  }
+
+  /** The mark of where another server continued a reply: decorative, hidden from screen
+   * readers (page.js announces it), its label in the stylesheet and its title. */
+  function seamMarker() {
+    var marker = document.createElement("div");
+    marker.className = SEAM;
+    marker.setAttribute("aria-hidden", "true");
+    marker.title = SEAM_LABEL;
+    marker.appendChild(document.createElement("span"));
+    return marker;
+  }
+
+  /** Put each seam back between the blocks just rendered: before block `seam.before`. */
+  function placeSeams(content, seams) {
+    var blocks = Array.prototype.slice.call(content.childNodes);
+    seams.forEach(function (seam) {
+      content.insertBefore(seam.marker, blocks[seam.before] || null);
+    });
   }
 
   /** "Thought for 12 s", "Thought for 2 min 5 s"; "Thought" when the time is unknown. */
@@ -121,6 +162,7 @@
     this.timed = true; // whether this page saw the thinking as it happened
     this.thoughtFirst = null;
     this.thoughtLast = null;
+    this.seams = []; // where other servers continued the reply: {before, marker}
     this.messageId = null;
     this.error = null;
     this.done = false;
@@ -163,6 +205,47 @@
   Reply.prototype.append = function (text) {
     if (this.thinkingNow) this.thought(true);
     this.text += text;
+    this.dirtyAnswer = true;
+    this.schedule();
+  };
+
+  /** Whether an event about messageId is about this reply (a stray one is ignored). */
+  Reply.prototype.owns = function (messageId) {
+    return !messageId || !this.messageId || messageId === this.messageId;
+  };
+
+  /** The reply starts over: drop its answer, its thinking and its seams, go on from empty. */
+  Reply.prototype.restart = function () {
+    if (this.done) return;
+    this.text = "";
+    this.reasoning = "";
+    if (this.thinking) {
+      // Made again if the model thinks again, open as for a new reply.
+      this.el.removeChild(this.thinking.el);
+      this.thinking = null;
+    }
+    this.thinkingNow = false;
+    this.el.classList.remove("is-thinking");
+    this.thoughtFirst = this.thoughtLast = null;
+    this.seams = [];
+    this.dirtyThinking = false;
+    // Drawn now, with the thinking block gone: the old answer never shows beside the new
+    // state, and the empty reply gets its typing dots until the new text comes.
+    this.dirtyAnswer = true;
+    this.render();
+  };
+
+  /**
+   * Another server continues the reply after its first `afterChars` code points: mark
+   * the seam after the block they end in. Which block that is comes from rendering them
+   * alone: the continuation either goes on in their last block or starts the next one,
+   * so the mark goes before the block at that count in every later render.
+   */
+  Reply.prototype.resume = function (afterChars) {
+    var at = codeUnits(this.text, afterChars);
+    if (this.done || !at) return; // nothing before it: no seam to show
+    var before = ChatAppMarkdown.render(this.text.slice(0, at)).childNodes.length;
+    this.seams.push({ before: before, marker: seamMarker() });
     this.dirtyAnswer = true;
     this.schedule();
   };
@@ -221,6 +304,7 @@
     }
     if (this.dirtyAnswer) {
       render(this.content, this.text);
+      if (this.text && this.seams.length) placeSeams(this.content, this.seams);
       if (!this.done && !this.thinkingNow && this.text) addCaret(this.content);
     }
     this.dirtyThinking = this.dirtyAnswer = false;

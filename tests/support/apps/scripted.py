@@ -5,17 +5,31 @@ a test can make the model say exactly what it needs to (HTML, a ``<script>`` tag
 across tokens, Markdown, an error, its thinking, an unusual ending), through the real
 stream and the real page.
 The host's own page at ``/`` includes chatapp's client script, as a host site would.
+
+Test-only, for what a single server never does by itself (a turn taken over by another
+worker): ``POST /_test/sessions/<id>/events`` publishes events into the session's running
+turn through the app's broker, and the scripted replies of :data:`TAKEOVERS` wait at each
+:data:`HOLD` until that route releases them. So a test writes a dead producer's partial
+reply and the ``reset`` or ``resumed`` of the worker that takes over, in the order the
+real takeover does, and the page reads them from the real stream. This app always uses the
+embedded broker, which remembers each session's running turn for the route.
 """
 
 from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
 
+import httpx
 from flask import Flask, render_template_string
+from flask import request as http_request
 
-from chatapp import ChatApp
+from chatapp import ChatApp, events
+from chatapp.broker.base import Draft, TurnHandle
+from chatapp.broker.memory import MemoryBroker
 from chatapp.errors import ProviderError
 from chatapp.providers.base import ChatRequest, Completion, Provider, Reasoning, StreamItem
 
@@ -131,12 +145,94 @@ REASONED: dict[str, tuple[list[StreamItem], float]] = {
 }
 
 
+class _Hold:
+    def __repr__(self) -> str:
+        return "HOLD"
+
+
+#: In a script of :data:`TAKEOVERS`: wait here until the test-only route releases the turn.
+HOLD = _Hold()
+#: How long a HOLD waits before the reply fails (a test that never released it).
+HOLD_SECONDS = 30.0
+
+#: What the worker that takes a turn over generates again, after the ``reset``.
+FRESH_THOUGHTS = ["Starting over. ", "The question is about **resuming** a stream; ", "the answer is short."]
+FRESH_ANSWER = ["A fresh", " reply,", " from the", " worker that", " took over."]
+
+#: A reply continued by another worker after its first part (``resumed``): the first part
+#: ends in the middle of a paragraph, or in the middle of a code block.
+RESUMED_PROSE = (
+    ["The first server", " wrote this paragraph.\n\n", "And it began this", " one, cut off in the"],
+    [" middle; another", " server finished it.\n\n", "Then it wrote", " a last paragraph."],
+)
+RESUMED_CODE = (
+    ["Before the code:\n\n", "```python\n", "x = 1\n"],
+    ["y = 2\n", "```\n\n", "After", " the code."],
+)
+
+#: Replies of turns that other workers take over, by message text; each item after the
+#: delay. The test publishes the rest through the test-only route: for the ``restarted``
+#: ones, the dead producer's partial reply, then ``reset`` (releasing the HOLD); for the
+#: ``resumed`` ones, ``resumed`` after the first part (releasing the HOLD). A message may
+#: add `` #<anything>`` to the name, so that each test asks its own: the cache would
+#: replay a reply it knows at once, with no turn to take over.
+TAKEOVERS: dict[str, tuple[list[StreamItem | _Hold], float]] = {
+    "restarted": ([HOLD, *(Reasoning(t) for t in FRESH_THOUGHTS), *FRESH_ANSWER, Completion()], 0.1),
+    "restarted without thinking": ([HOLD, *FRESH_ANSWER, Completion()], 0.1),
+    "resumed": ([*RESUMED_PROSE[0], HOLD, *RESUMED_PROSE[1], Completion()], 0.05),
+    "resumed in code": ([*RESUMED_CODE[0], HOLD, *RESUMED_CODE[1], Completion()], 0.05),
+    # Started over, then continued by a third worker: long enough to cut the connection
+    # in each part.
+    "taken over twice": ([HOLD, *words("f", 30), HOLD, *words("g", 30), Completion()], 0.04),
+}
+
+
+class _Holds:
+    """Where scripted replies wait for the test-only route, by their user message's id."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._gates: dict[str, threading.Semaphore] = {}
+
+    def _gate(self, key: str) -> threading.Semaphore:
+        with self._lock:
+            return self._gates.setdefault(key, threading.Semaphore(0))
+
+    def release(self, key: str) -> None:
+        """Let the reply go on past its next HOLD (or the one it is waiting at)."""
+        self._gate(key).release()
+
+    def wait(self, key: str, cancelled: threading.Event) -> bool:
+        """Wait at a HOLD until released; False when the turn was cancelled meanwhile."""
+        gate, deadline = self._gate(key), time.monotonic() + HOLD_SECONDS
+        while not gate.acquire(timeout=0.05):
+            if cancelled.is_set():
+                return False
+            if time.monotonic() > deadline:
+                raise ProviderError("The test never released this reply.", code="upstream_timeout", retryable=False)
+        return True
+
+
 class ScriptedProvider(Provider):
     name = "scripted"
     default_model = "scripted"
 
+    def __init__(self) -> None:
+        self.holds = _Holds()
+
     def stream(self, request: ChatRequest, cancelled: threading.Event) -> Iterator[StreamItem]:
         text = request.messages[-1].content
+        if text.partition(" #")[0] in TAKEOVERS:
+            script, pause = TAKEOVERS[text.partition(" #")[0]]
+            for item in script:
+                if isinstance(item, _Hold):
+                    if not self.holds.wait(request.messages[-1].id, cancelled):
+                        return
+                elif cancelled.wait(pause):
+                    return
+                else:
+                    yield item
+            return
         if text in ("flaky", "fatal"):
             # "flaky" fails the first time it is asked in a conversation, so Retry succeeds.
             asked = sum(1 for m in request.messages if m.role == "user" and m.content == text)
@@ -171,14 +267,72 @@ HOST_PAGE = """<!doctype html>
 """
 
 
+class RunningTurns(MemoryBroker):
+    """The embedded broker, remembering each session's running turn for the test-only route."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.running: dict[str, TurnHandle] = {}
+
+    def begin_turn(self, session_id: str, text: str, *, max_messages: int | None = None) -> TurnHandle:
+        turn = super().begin_turn(session_id, text, max_messages=max_messages)
+        self.running[session_id] = turn
+        return turn
+
+    def finish_turn(self, turn: TurnHandle, reply: str, events: Sequence[Draft], *, reasoning: str = "") -> None:
+        super().finish_turn(turn, reply, events, reasoning=reasoning)
+        if self.running.get(turn.session_id) is turn:
+            del self.running[turn.session_id]
+
+
+#: The test-only route: POST {"events": [{"event": name, ...fields}], "release": bool}.
+INJECT_PATH = "/_test/sessions/{}/events"
+
+
+def inject(base_url: str, session_id: str, *specs: dict[str, Any], release: bool = False) -> None:
+    """From a test: publish ``specs`` (``{"event": "reset", "reason": ...}``, ...) into the
+    session's running turn on the scripted app at ``base_url``; ``release`` its HOLD."""
+    url = base_url + INJECT_PATH.format(session_id)
+    response = httpx.post(url, json={"events": list(specs), "release": release}, timeout=10)
+    assert response.status_code == 204, response.text
+
+
+def _draft(turn: TurnHandle, spec: dict[str, Any]) -> Draft:
+    """An event of the turn built by chatapp's own vocabulary, as a producer would."""
+    name = spec["event"]
+    if name == events.TOKEN:
+        return events.token(spec["text"])
+    if name == events.REASONING:
+        return events.reasoning(spec["text"])
+    if name == events.RESET:
+        return events.reset(turn.message_id, spec.get("reason", "restarted"))
+    if name == events.RESUMED:
+        return events.resumed(turn.message_id, int(spec["after_chars"]))
+    raise ValueError(f"not an event a test may inject: {name!r}")
+
+
 def create_app() -> Flask:
     app = Flask(__name__, static_folder=None)
     app.secret_key = "tests-only-key"
-    ChatApp(app, url_prefix=PREFIX, provider=ScriptedProvider())
+    provider, broker = ScriptedProvider(), RunningTurns()
+    ChatApp(app, url_prefix=PREFIX, provider=provider, broker=broker)
 
     @app.get("/")
     def home() -> str:
         return render_template_string(HOST_PAGE)
+
+    @app.post(INJECT_PATH.format("<session_id>"))
+    def inject_events(session_id: str) -> tuple[str, int]:
+        """Test-only (see the module's docstring): publish events into the running turn,
+        then let its scripted reply go on past a HOLD when ``release`` is true."""
+        body = http_request.get_json()
+        turn = broker.running.get(session_id)
+        if turn is None:
+            return "no turn is running", 409
+        broker.publish(turn, [_draft(turn, spec) for spec in body.get("events", [])])
+        if body.get("release"):
+            provider.holds.release(turn.history[-1].id)
+        return "", 204
 
     return app
 

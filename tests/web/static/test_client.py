@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, Route
 
-from tests.support.apps.scripted import PREFIX, THOUGHTS, words
+from tests.support.apps.scripted import PREFIX, THOUGHTS, inject, words
 from tests.support.browser import Tabs
 from tests.support.servers import ChatServer, ServerFactory
 from tests.support.tcpproxy import TCPProxy
@@ -359,3 +359,78 @@ def test_reasoning_across_a_reconnect_loses_and_doubles_nothing(scripted: ChatSe
         assert len(streams) == 3 and "?last_event_id=" in streams[2]
     else:
         assert len(streams) == 2
+
+
+@pytest.mark.parametrize("replayed", [False, True])
+def test_reset_and_resumed_reach_their_handlers_once_across_a_reconnect(scripted: ChatServer, new_tab: Tabs, replayed: bool) -> None:
+    """A turn started over (``reset``), then continued by another worker (``resumed``),
+    with the connection cut after both. EventSource reconnects with Last-Event-ID; or,
+    its reconnect refused, the client follows the turn again, asking for it from its start
+    (the id taken off its request): the server replays it whole, and the client must not
+    deliver what it had (a second ``reset`` would wipe the text after it)."""
+    proxy = TCPProxy(scripted.port)
+    try:
+        page = new_tab(proxy.base_url + "/").page
+        streams: list[str] = []
+
+        def stream(route: Route) -> None:
+            streams.append(route.request.url)
+            if replayed and len(streams) == 2:
+                refuse(route)
+            elif replayed and len(streams) == 3:
+                route.continue_(url=route.request.url.partition("?")[0])
+            else:
+                route.continue_()
+
+        page.route(re.compile(r"/stream(\?|$)"), stream)
+        page.evaluate(
+            """(text) => {
+                window.calls = [];
+                window.client = new ChatAppClient(document.body.dataset.apiBase);
+                const handlers = {};
+                for (const name of ["start", "reasoning", "token", "reset", "resumed", "error", "end", "open", "reconnecting", "closed"]) {
+                    handlers[name] = (data, event) => calls.push([name, data === undefined ? null : data, event ? event.lastEventId : null]);
+                }
+                client.send(text, handlers);
+            }""",
+            "taken over twice #" + ("replayed" if replayed else "reconnected"),
+        )
+        page.wait_for_function("() => calls.some(c => c[0] === 'start')")
+        session_id = page.evaluate("client.sessionId")
+        # The first producer's partial reply; then the next one starts it over.
+        inject(scripted.base_url, session_id, {"event": "reasoning", "text": "Old thought."}, {"event": "token", "text": "Stale answer."})
+        page.wait_for_function("() => calls.some(c => c[0] === 'token')")
+        inject(scripted.base_url, session_id, {"event": "reset", "reason": "restarted"}, release=True)
+        # It dies after 30 words too; a third one continues after them.
+        page.wait_for_function("() => calls.filter(c => c[0] === 'token').length === 31")
+        after = len("".join(words("f", 30)))
+        inject(scripted.base_url, session_id, {"event": "resumed", "after_chars": after}, release=True)
+        page.wait_for_function("() => calls.filter(c => c[0] === 'token').length >= 36")
+        assert proxy.drop() >= 1
+        page.wait_for_function("() => calls.some(c => c[0] === 'end')", timeout=20_000)
+        calls = page.evaluate("calls")
+        requests = re.findall(r"GET ([^ ]*/stream[^ ]*) HTTP/1\.1\r\n(.*?)\r\n\r\n", proxy.requests(), re.S)
+    finally:
+        proxy.close()
+
+    assert "reconnecting" in names(calls) and "closed" not in names(calls)
+    # What reached the server: the turn after the last event seen, or (the refused request
+    # answered in the browser) the whole turn again, though the client asked after its last.
+    resumed_from = [bool(re.search(r"(?im)^last-event-id: ", head)) or "last_event_id=" in path for path, head in requests]
+    assert resumed_from == [False, not replayed]
+    assert len(streams) == (3 if replayed else 2)
+    if replayed:
+        assert "?last_event_id=" in streams[2]
+    events = [call for call in calls if call[0] not in ("open", "reconnecting")]
+    message_id = events[0][1]["message_id"]
+    # Each event once, in the order the server logged them.
+    assert [call[0] for call in events] == ["start", "reasoning", "token", "reset", *["token"] * 30, "resumed", *["token"] * 30, "end"]
+    assert events[3][1] == {"message_id": message_id, "reason": "restarted"}
+    assert events[34][1] == {"message_id": message_id, "after_chars": after}
+    ids = [call[2] for call in events]
+    assert all(ids) and len(set(ids)) == len(ids)
+    # What follows the reset is the reply, as the server keeps it.
+    text = text_of(events[4:])
+    assert text == "".join(words("f", 30)) + "".join(words("g", 30))
+    last = page.evaluate("client.history()")["messages"][-1]
+    assert last["content"] == text and "reasoning" not in last

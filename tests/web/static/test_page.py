@@ -13,7 +13,18 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.sync_api import Locator, Page, Route, expect
 
-from tests.support.apps.scripted import ANSWER, HOSTILE, PREFIX, THOUGHTS, words
+from tests.support.apps.scripted import (
+    ANSWER,
+    FRESH_ANSWER,
+    FRESH_THOUGHTS,
+    HOSTILE,
+    PREFIX,
+    RESUMED_CODE,
+    RESUMED_PROSE,
+    THOUGHTS,
+    inject,
+    words,
+)
 from tests.support.browser import TIMEOUT_MS, Tabs
 from tests.support.servers import ChatServer, ServerFactory
 from tests.support.tcpproxy import TCPProxy
@@ -51,6 +62,16 @@ def wait_idle(page: Page) -> None:
 
 def reply_text(page: Page, index: int = -1) -> str:
     return page.locator(f"{ASSISTANT} .message-content").nth(index).inner_text()
+
+
+def session_id(page: Page) -> str:
+    """The id of the page's chat, as it keeps it."""
+    return page.evaluate(
+        """() => {
+            const base = document.body.dataset.apiBase;
+            return localStorage.getItem("chatapp:session:" + new URL(base, location.href).href);
+        }"""
+    )
 
 
 def history(page: Page) -> dict:
@@ -496,6 +517,188 @@ def test_thinking_is_muted_and_fits_a_phone(scripted: ChatServer, new_tab: Tabs,
     # The summary is a comfortable target on a touch screen.
     height = page.locator(THINKING).first.locator("summary").evaluate("el => el.getBoundingClientRect().height")
     assert height >= 30
+
+
+# -- a turn taken over by another worker --------------------------------------------------
+#
+# One server never takes its own turns over, so the scripted app's test-only route writes
+# what the real takeover does into the running turn's log: the dead producer's partial
+# reply and the new producer's `reset`, or the `resumed` before a continuation.
+
+STALE_THOUGHT = "Old thinking from a worker that died."
+STALE_ANSWER = ["Stale words", " from the worker", " that died."]
+
+
+def record_reply(page: Page) -> None:
+    """Record [thinking text or null, thinking open, answer text, generating, caret in the
+    answer, seams] of the newest reply at every change of the log."""
+    page.evaluate(
+        """() => {
+            window.__reply = [];
+            new MutationObserver(() => {
+                const replies = document.querySelectorAll('[data-role="assistant"]');
+                const reply = replies[replies.length - 1];
+                if (!reply) return;
+                const block = reply.querySelector("details.thinking");
+                const answer = reply.querySelector(".message-content");
+                window.__reply.push([
+                    block ? block.querySelector(".thinking-body").textContent : null,
+                    block ? block.open : false,
+                    answer.textContent,
+                    reply.classList.contains("is-generating"),
+                    !!answer.querySelector(".caret"),
+                    reply.querySelectorAll(".resumed-marker").length,
+                ]);
+            }).observe(document.getElementById("log"), {childList: true, subtree: true, characterData: true, attributes: true});
+        }"""
+    )
+
+
+@pytest.mark.parametrize("message", ["restarted", "restarted without thinking"])
+def test_a_restarted_reply_drops_its_text_and_goes_on_from_empty(scripted: ChatServer, new_tab: Tabs, message: str) -> None:
+    page = new_tab(page_url(scripted)).page
+    send(page, message)
+    expect(page.locator(f"{ASSISTANT}[data-message-id]")).to_have_count(1)
+    # The first producer's partial reply, thinking and answer, then it dies.
+    inject(scripted.base_url, session_id(page), {"event": "reasoning", "text": STALE_THOUGHT}, *({"event": "token", "text": t} for t in STALE_ANSWER))
+    expect(page.locator(f"{ASSISTANT} .message-content")).to_have_text("".join(STALE_ANSWER))
+    expect(page.locator(f"{THINKING} .thinking-body")).to_have_text(STALE_THOUGHT)
+    record_reply(page)
+    # The worker that takes over says it starts again, and generates the reply anew.
+    inject(scripted.base_url, session_id(page), {"event": "reset", "reason": "restarted"}, release=True)
+    wait_idle(page)
+
+    fresh = "".join(FRESH_ANSWER)
+    assert reply_text(page) == fresh
+    message_ = history(page)["messages"][-1]
+    assert message_["content"] == fresh
+    states = page.evaluate("window.__reply")
+    # Not a frame of the old text once the reply started over, and never a mix.
+    stale = [state[0] == STALE_THOUGHT or "Stale" in state[2] for state in states]
+    assert not any(stale), states
+    # It stayed a reply being written throughout, with its caret once the answer came.
+    assert all(state[3] for state in states[:-1]), states
+    assert all(state[4] for state in states if state[3] and state[2]), states
+    if message == "restarted":
+        # The thinking block was made again: open while the model thought, closed after.
+        block = page.locator(THINKING)
+        expect(block).to_have_count(1)
+        expect(block.locator(".thinking-body")).to_have_text("Starting over. The question is about resuming a stream; the answer is short.")
+        assert any(state[0] and state[1] and not state[2] for state in states), states
+        assert all(not state[1] for state in states if state[2]), states
+        assert re.fullmatch(r"Thought for (<1|\d+) s", block.locator("summary").inner_text())
+        assert not is_open(block)
+        assert message_["reasoning"] == "".join(FRESH_THOUGHTS)
+    else:
+        expect(page.locator(THINKING)).to_have_count(0)
+        assert all(state[0] is None for state in states), states
+        assert "reasoning" not in message_
+    expect(page.locator(f"{ASSISTANT} .message-note, {ASSISTANT} .message-error, {ASSISTANT} .resumed-marker")).to_have_count(0)
+
+
+def test_a_reply_that_started_over_is_replayed_without_its_old_text(scripted: ChatServer, new_tab: Tabs) -> None:
+    """After a reload the stream replays the turn from its start, `reset` included."""
+    page = new_tab(page_url(scripted)).page
+    send(page, "restarted #reload")
+    expect(page.locator(f"{ASSISTANT}[data-message-id]")).to_have_count(1)
+    chat = session_id(page)
+    inject(scripted.base_url, chat, {"event": "reasoning", "text": STALE_THOUGHT}, *({"event": "token", "text": t} for t in STALE_ANSWER))
+    inject(scripted.base_url, chat, {"event": "reset", "reason": "restarted"})
+    expect(page.locator(f"{ASSISTANT} .message-content")).to_have_text("")
+    page.reload()
+    # Replayed: the old text came and went; the reply waits for its new text, empty.
+    reply = page.locator(f"{ASSISTANT}[aria-busy]")
+    expect(reply).to_have_count(1)
+    expect(reply.locator(".message-content")).to_have_text("")
+    expect(page.locator(THINKING)).to_have_count(0)
+    inject(scripted.base_url, chat, release=True)
+    wait_idle(page)
+    assert reply_text(page) == "".join(FRESH_ANSWER)
+    expect(page.locator(f"{THINKING} summary")).to_have_text("Thought")
+    expect(page.locator(f"{THINKING} .thinking-body")).to_have_text("Starting over. The question is about resuming a stream; the answer is short.")
+
+
+@pytest.mark.parametrize(
+    ("message", "parts", "layout"),
+    [
+        # Taken over mid-paragraph: the seam follows that paragraph.
+        ("resumed", RESUMED_PROSE, ["p", "p", "seam", "p"]),
+        # Taken over mid-code: the seam follows the code block, never inside it.
+        ("resumed in code", RESUMED_CODE, ["p", "code-block", "seam", "p"]),
+    ],
+)
+def test_a_resumed_reply_marks_the_seam_once(
+    scripted: ChatServer, new_tab: Tabs, message: str, parts: tuple[list[str], list[str]], layout: list[str]
+) -> None:
+    tab = new_tab(page_url(scripted))
+    page = tab.page
+    first, rest = "".join(parts[0]), "".join(parts[1])
+    send(page, message)
+    page.wait_for_function(
+        "(end) => document.querySelector('[data-role=assistant] .message-content').textContent.includes(end)",
+        arg=parts[0][-1].strip(),
+    )
+    record_reply(page)
+    # Another worker continues the reply after the characters the first one wrote.
+    inject(scripted.base_url, session_id(page), {"event": "resumed", "after_chars": len(first)}, release=True)
+    expect(page.locator("#announcer")).to_have_text("The reply is being continued by another server.")
+    wait_idle(page)
+
+    content = page.locator(f"{ASSISTANT} .message-content")
+    seam = page.locator(f"{ASSISTANT} .resumed-marker")
+    expect(seam).to_have_count(1)
+    expect(seam).to_have_attribute("aria-hidden", "true")
+    expect(seam).to_have_attribute("title", "Reply continued by another server")
+    children = content.evaluate(
+        "el => [...el.children].map(c => c.classList.contains('resumed-marker') ? 'seam' : c.className || c.tagName.toLowerCase())"
+    )
+    assert children == layout
+    # Shown once from when it came, and the reply's text is the two parts, nothing else.
+    states = page.evaluate("window.__reply")
+    assert [state[5] for state in states] == sorted(state[5] for state in states) and max(s[5] for s in states) == 1, states
+    assert history(page)["messages"][-1]["content"] == first + rest
+    assert seam.text_content() == ""
+    live_text, live_html = reply_text(page), content.evaluate(
+        "el => { const copy = el.cloneNode(true); copy.querySelectorAll('.resumed-marker').forEach(m => m.remove()); return copy.innerHTML; }"
+    )
+    if message == "resumed in code":
+        expect(content.locator("pre code")).to_have_text("x = 1\ny = 2")
+        expect(content.get_by_role("button", name="Copy")).to_have_count(1)
+    # The live reply is the concatenation rendered whole: as history renders it, less the seam.
+    page.reload()
+    expect(page.locator(ASSISTANT)).to_have_count(1)
+    expect(page.locator(f"{ASSISTANT} .resumed-marker")).to_have_count(0)
+    assert reply_text(page) == live_text
+    assert content.inner_html() == live_html
+    assert tab.console_errors == []
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_the_seam_is_muted_and_fits_a_phone(scripted: ChatServer, new_tab: Tabs, scheme: str) -> None:
+    page = new_tab(page_url(scripted), viewport={"width": 390, "height": 844}, color_scheme=scheme).page
+    send(page, "resumed #" + scheme)
+    page.wait_for_function("() => document.querySelector('[data-role=assistant] .message-content').textContent.includes('cut off in the')")
+    inject(scripted.base_url, session_id(page), {"event": "resumed", "after_chars": len("".join(RESUMED_PROSE[0]))}, release=True)
+    wait_idle(page)
+    assert page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth") == 0
+    styles = page.evaluate(
+        """() => {
+            const seam = document.querySelector('[data-role="assistant"] .resumed-marker');
+            const style = getComputedStyle(seam);
+            return {
+                seam: style.color,
+                label: getComputedStyle(seam.firstChild, "::before").content,
+                rule: getComputedStyle(seam, "::before").borderTopStyle,
+                answer: getComputedStyle(document.querySelector('[data-role="assistant"] .message-content p')).color,
+                width: seam.getBoundingClientRect().width,
+                column: seam.parentNode.getBoundingClientRect().width,
+            };
+        }"""
+    )
+    assert styles["label"] == '"resumed"' and styles["rule"] == "dashed"
+    # Muted, not the answer's color; across the reply's column.
+    assert styles["seam"] != styles["answer"]
+    assert styles["width"] == styles["column"]
 
 
 # -- errors and the connection ------------------------------------------------------------
