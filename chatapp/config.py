@@ -136,7 +136,7 @@ class Settings:
     openai_base_url: str | None = _option("OPENAI_BASE_URL", _url("http", "https"), None, "OpenAI-compatible server URL", secret=True)
     system_prompt: str = _option("CHATAPP_SYSTEM_PROMPT", _text, "", "system prompt sent before the history")
     max_history_messages: int = _option("CHATAPP_MAX_HISTORY_MESSAGES", _integer(1), 40, "latest history messages sent upstream, the new message included")
-    redis_url: str | None = _option("CHATAPP_REDIS_URL", _url("redis", "rediss", "unix"), None, "Redis for scale-out; unset means the memory broker", secret=True)
+    redis_url: str | None = _option("CHATAPP_REDIS_URL", _url("redis", "rediss", "unix", "redis+cluster", "rediss+cluster"), None, "Redis for scale-out (redis://, rediss://, unix://, or redis+cluster://host:port,host:port for a Redis Cluster); unset means the memory broker", secret=True)
     cors_origins: tuple[str, ...] = _option("CHATAPP_CORS_ORIGINS", _origins, (), "comma-separated origins allowed to call the API")
     rate_limit: str = _option("CHATAPP_RATE_LIMIT", _rate_limit, "30/minute", "per-owner limit on creating sessions and posting messages together, such as 30/minute or '10/second; 100/hour'")
     heartbeat_seconds: float = _option("CHATAPP_HEARTBEAT_SECONDS", _number(positive=True), 15.0, "a `: ping` comment after this much silence")

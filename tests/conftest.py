@@ -12,6 +12,7 @@ from flask.testing import FlaskClient
 
 from chatapp import create_app
 from tests.support.browser import Tabs, chromium_path
+from tests.support.redis_cluster import TestCluster
 from tests.support.redis_server import RedisServer
 from tests.support.servers import ChatServer, ServerFactory
 from tests.support.upstream import Upstream
@@ -54,6 +55,14 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server = RedisServer(tmp_path_factory.mktemp("redis"))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestCluster]:
+    """A Redis Cluster of the tests' own (3 masters, 3 replicas) for the whole run."""
+    cluster = TestCluster(tmp_path_factory.mktemp("cluster"))
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture(scope="session")

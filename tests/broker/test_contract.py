@@ -13,7 +13,7 @@ from chatapp.broker.memory import MemoryBroker
 from chatapp.errors import ConflictError, SessionNotFoundError
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 def broker(request: pytest.FixtureRequest) -> Iterator[Broker]:
     if request.param == "redis":
         from chatapp.broker.redis import RedisBroker
@@ -21,13 +21,19 @@ def broker(request: pytest.FixtureRequest) -> Iterator[Broker]:
         server = request.getfixturevalue("redis_server")
         server.client().flushall()
         backend: Broker = RedisBroker(server.url)
+    elif request.param == "cluster":
+        from chatapp.broker.redis import RedisBroker
+
+        cluster = request.getfixturevalue("redis_cluster")
+        cluster.flush()
+        backend = RedisBroker(cluster.url)
     else:
         backend = MemoryBroker()
     yield backend
     backend.close()
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 def ttl_broker(request: pytest.FixtureRequest) -> Iterator[Broker]:
     """A backend whose sessions expire after one idle second."""
     if request.param == "redis":
@@ -36,6 +42,12 @@ def ttl_broker(request: pytest.FixtureRequest) -> Iterator[Broker]:
         server = request.getfixturevalue("redis_server")
         server.client().flushall()
         backend: Broker = RedisBroker(server.url, session_ttl_seconds=1)
+    elif request.param == "cluster":
+        from chatapp.broker.redis import RedisBroker
+
+        cluster = request.getfixturevalue("redis_cluster")
+        cluster.flush()
+        backend = RedisBroker(cluster.url, session_ttl_seconds=1)
     else:
         backend = MemoryBroker(session_ttl_seconds=1)
     yield backend

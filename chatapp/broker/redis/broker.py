@@ -21,7 +21,7 @@ from ...errors import ConflictError, ServiceUnavailableError, SessionNotFoundErr
 from ...events import Draft, Event, parse_event_id
 from ..base import HISTORY_FULL, Broker, Message, Orphan, OrphanHandler, Reader, SessionInfo, TurnHandle, stale_resume
 from . import scripts
-from .client import UNAVAILABLE, RedisError, require
+from .client import UNAVAILABLE, RedisError, connect, is_cluster, require
 from .entries import decode_entry, entry_fields
 from .keys import TURNS_KEY, owner_key, session_keys, streams_key
 from .notifications import Notifications
@@ -47,23 +47,17 @@ class RedisBroker(Broker):
     name = "redis"
 
     def __init__(self, url: str, *, session_ttl_seconds: int = 86_400, client: Any = None) -> None:
-        redis = require()
-        # One pool per process for every reader and producer: a blocking pool makes a
-        # burst wait for a free connection instead of failing or opening thousands.
-        self.client = client or redis.Redis(
-            connection_pool=redis.BlockingConnectionPool.from_url(
-                url,
-                max_connections=64,
-                timeout=5,
-                socket_timeout=10,
-                socket_connect_timeout=2,
-                health_check_interval=30,
-            )
-        )
+        require()
+        # One client per process for every reader and producer.
+        self.client = client or connect(url)
+        #: On a cluster, wake-ups travel over sharded pub/sub (SPUBLISH to the session's
+        #: shard) and scripts run alone rather than inside pipelines.
+        self.cluster = is_cluster(self.client)
+        self._publish = "SPUBLISH" if self.cluster else "PUBLISH"
         # Milliseconds, for PEXPIRE: a session untouched this long (and with no turn
         # running, whose producer keeps it alive) is gone.
         self._ttl = int(session_ttl_seconds * 1000)
-        self._notifications = Notifications(self.client)
+        self._notifications = Notifications(self.client, sharded=self.cluster)
         self._writers: dict[str, EventWriter] = {}
         self._begin = self.client.register_script(scripts.BEGIN)
         self._finish = self.client.register_script(scripts.FINISH)
@@ -94,7 +88,8 @@ class RedisBroker(Broker):
         now = time.time()
 
         def create() -> None:
-            pipe = self.client.pipeline(transaction=True)
+            # One transaction on one server; on a cluster the two keys live in two slots.
+            pipe = self.client.pipeline(transaction=not self.cluster)
             pipe.hset(keys.meta, mapping={"owner": owner, "turn": "", "after": "0-0", "prev": "0-0", "created": now})
             pipe.pexpire(keys.meta, self._ttl)
             index = owner_key(owner)
@@ -153,11 +148,12 @@ class RedisBroker(Broker):
         def delete() -> bool:
             owner = self.client.hget(keys.meta, "owner")
             pipe = self.client.pipeline(transaction=False)
-            pipe.publish(keys.notify, "c")
-            pipe.delete(keys.meta, keys.messages, keys.events, keys.alive, keys.cancel)
+            pipe.execute_command(self._publish, keys.notify, "c")
+            # One DEL of the session's keys (one slot); a cluster pipeline takes them one by one.
+            pipe.execute_command("DEL", keys.meta, keys.messages, keys.events, keys.alive, keys.cancel)
             if owner is not None:
                 pipe.zrem(owner_key(owner.decode()), session_id)
-            pipe.publish(keys.notify, "e")
+            pipe.execute_command(self._publish, keys.notify, "e")
             return bool(pipe.execute()[1])
 
         return self._call(delete)
@@ -211,7 +207,7 @@ class RedisBroker(Broker):
         self._notifications.start()
         self._notifications.add_turn(turn)
         self._writers[turn.message_id] = EventWriter(
-            self.client, turn, after=after, owner=owner, ttl_ms=self._ttl, lease=lease, renew=self._renew
+            self.client, turn, after=after, owner=owner, ttl_ms=self._ttl, lease=lease, renew=self._renew, cluster=self.cluster
         )
         try:
             self.client.zadd(TURNS_KEY, {turn.session_id: time.time() * 1000 + LIVENESS_SECONDS * 1000})
@@ -239,7 +235,7 @@ class RedisBroker(Broker):
         self._call(
             lambda: self._finish(
                 keys=[keys.meta, keys.messages, keys.events, keys.alive, keys.cancel, keys.notify],
-                args=[turn.message_id, message, entry_id, json.dumps(fields), self._ttl, writer.lease],
+                args=[turn.message_id, message, entry_id, json.dumps(fields), self._ttl, writer.lease, self._publish],
             )
         )
         try:
@@ -258,7 +254,7 @@ class RedisBroker(Broker):
                 return False
             pipe = self.client.pipeline(transaction=False)
             pipe.set(keys.cancel, turn, px=self._ttl)
-            pipe.publish(keys.notify, "c")
+            pipe.execute_command(self._publish, keys.notify, "c")
             pipe.execute()
             return True
 
@@ -402,7 +398,7 @@ class RedisBroker(Broker):
         closing = events.interrupted(turn_id)
         self._interrupt(
             keys=[keys.meta, keys.messages, keys.events, keys.alive, keys.cancel, keys.notify],
-            args=[turn_id, message, json.dumps(entry_fields(closing)), len(closing)],
+            args=[turn_id, message, json.dumps(entry_fields(closing)), len(closing), self._publish],
         )
 
     def hand_over(self, turn: TurnHandle) -> bool:
@@ -416,11 +412,9 @@ class RedisBroker(Broker):
         writer.close()
         keys = session_keys(turn.session_id)
         try:
-            pipe = self.client.pipeline(transaction=False)
-            self._release(keys=[keys.alive], args=[writer.lease], client=pipe)
+            self._release(keys=[keys.alive], args=[writer.lease])
             # Due now: the next sweep of any worker claims it.
-            pipe.zadd(TURNS_KEY, {turn.session_id: 0})
-            pipe.execute()
+            self.client.zadd(TURNS_KEY, {turn.session_id: 0})
         except RedisError as exc:
             # The lease lapses by itself: a takeover a few seconds later.
             log.warning("turn %s not handed over: %s", turn.message_id, type(exc).__name__)

@@ -36,3 +36,46 @@ def require() -> Any:
     if redis is None:
         raise ImportError(_HINT)
     return redis
+
+
+def connect(url: str) -> Any:
+    """A client for ``url``: ``redis://``, ``rediss://`` and ``unix://`` give one server
+    (a blocking pool of at most 64 connections for the whole process), and
+    ``redis+cluster://host:port[,host:port...]`` (or ``rediss+cluster://``) a Redis
+    Cluster, found from any of the nodes listed."""
+    module = require()
+    if "+cluster://" in url:
+        from urllib.parse import unquote, urlsplit
+
+        from redis.cluster import ClusterNode, RedisCluster
+
+        parts = urlsplit(url)
+        nodes = []
+        for address in parts.netloc.rpartition("@")[2].split(","):
+            host, _, port = address.strip().rpartition(":")
+            nodes.append(ClusterNode(host.strip("[]") or "127.0.0.1", int(port or 6379)))
+        return RedisCluster(
+            startup_nodes=nodes,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            ssl=parts.scheme.startswith("rediss"),
+            socket_timeout=10,
+            socket_connect_timeout=2,
+            max_connections=64,
+        )
+    # A blocking pool makes a burst wait for a free connection instead of failing or
+    # opening thousands.
+    return module.Redis(
+        connection_pool=module.BlockingConnectionPool.from_url(
+            url, max_connections=64, timeout=5, socket_timeout=10, socket_connect_timeout=2, health_check_interval=30
+        )
+    )
+
+
+def is_cluster(client: Any) -> bool:
+    """Whether ``client`` talks to a Redis Cluster."""
+    if redis is None:
+        return False
+    from redis.cluster import RedisCluster
+
+    return isinstance(client, RedisCluster)

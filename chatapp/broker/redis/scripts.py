@@ -41,6 +41,9 @@ for _, message in ipairs(redis.call('LRANGE', messages, 0, -1)) do reply[#reply 
 return reply
 """
 
+# (Scripts that wake readers are told how: PUBLISH, or SPUBLISH on a cluster, whose
+# sharded channel lives in the session's slot like its keys.)
+
 # Close the turn: only the producer that owns it may; append the reply and the closing
 # entry in the same step, so a reader that sees `end` can post its next message at once.
 FINISH = """
@@ -53,7 +56,7 @@ redis.call('XADD', events, ARGV[3], unpack(fields))
 redis.call('HSET', meta, 'turn', '')
 redis.call('DEL', KEYS[4], KEYS[5])
 for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[5]) end
-redis.call('PUBLISH', KEYS[6], 'e')
+redis.call(ARGV[7], KEYS[6], 'e')
 return 1
 """
 
@@ -100,7 +103,7 @@ return reply
 
 # A reader found the producer gone: end the turn once, with ids after the last entry.
 # ARGV: the turn's reply id, the partial reply as a history message ('' for none), the
-# closing entry's fields as a JSON array, and its event count.
+# closing entry's fields as a JSON array, its event count, and the publish command.
 INTERRUPT = """
 local meta, messages, events = KEYS[1], KEYS[2], KEYS[3]
 local turn = redis.call('HGET', meta, 'turn')
@@ -120,7 +123,7 @@ if ARGV[2] ~= '' then redis.call('RPUSH', messages, ARGV[2]) end
 redis.call('XADD', events, end_id, unpack(cjson.decode(ARGV[3])))
 redis.call('HSET', meta, 'turn', '')
 redis.call('DEL', KEYS[5])
-redis.call('PUBLISH', KEYS[6], 'e')
+redis.call(ARGV[5], KEYS[6], 'e')
 return 1
 """
 

@@ -37,12 +37,17 @@ MIN_WRITE_INTERVAL = 0.002
 class EventWriter:
     """Writes one turn's events in batches from a thread of its own, until closed."""
 
-    def __init__(self, client: Any, turn: TurnHandle, *, after: str, owner: str, ttl_ms: int, lease: str, renew: Any) -> None:
+    def __init__(
+        self, client: Any, turn: TurnHandle, *, after: str, owner: str, ttl_ms: int, lease: str, renew: Any, cluster: bool = False
+    ) -> None:
         self._client = client
         self._turn = turn
         #: This producer's lease token, and the script that renews it (scripts.RENEW).
         self.lease = lease
         self._renew = renew
+        # A cluster refuses scripts inside pipelines and wakes readers over sharded pub/sub.
+        self._cluster = cluster
+        self._publish = "SPUBLISH" if cluster else "PUBLISH"
         self._keys = session_keys(turn.session_id)
         self._owner_key = owner_key(owner)
         self._ttl_ms = ttl_ms
@@ -100,15 +105,18 @@ class EventWriter:
                     # worker claimed the turn: write nothing more.
                     self._superseded()
                     return
+                if refresh and self._cluster and not self._renewed(keys, lease_ms):
+                    self._superseded()
+                    return
                 if batch or refresh:
                     pipe = self._client.pipeline(transaction=False)
-                    if refresh:
+                    if refresh and not self._cluster:
                         self._renew(keys=[keys.meta, keys.alive], args=[self.lease, lease_ms], client=pipe)
                     for start in range(0, len(batch), BATCH_MAX):
                         entry_id, fields = self.entry(batch[start : start + BATCH_MAX])
                         pipe.execute_command("XADD", keys.events, entry_id, *fields)
                     if batch:
-                        pipe.publish(keys.notify, "e")
+                        pipe.execute_command(self._publish, keys.notify, "e")
                     if refresh:
                         # A running turn keeps its session from expiring and stays in the
                         # index every worker sweeps for turns whose producer died.
@@ -119,7 +127,7 @@ class EventWriter:
                         refreshed = now
                     results = pipe.execute()
                     if refresh:
-                        if not results[0]:
+                        if not self._cluster and not results[0]:
                             self._superseded()
                             return
                         if results[-1] is not None and results[-1].decode() == self._turn.message_id:
