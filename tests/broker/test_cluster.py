@@ -5,6 +5,7 @@ to its replica and the turn still ends, in order, with nothing completed lost.""
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -48,7 +49,16 @@ def test_two_servers_share_sessions_streams_and_history(pair: tuple[ChatServer, 
         assert again[-1].event == "end" and parse_event_id(again[0].id) > ids[-1]
 
 
-def test_a_master_killed_mid_reply_fails_over_and_the_turn_ends(start_server: ServerFactory, redis_cluster: TestCluster) -> None:
+def test_a_master_killed_mid_reply_fails_over_and_the_turn_ends(start_server: ServerFactory, tmp_path: Path) -> None:
+    # A cluster of its own: the run's shared one keeps all its masters.
+    own = TestCluster(tmp_path)
+    try:
+        _fails_over(start_server, own)
+    finally:
+        own.stop()
+
+
+def _fails_over(start_server: ServerFactory, redis_cluster: TestCluster) -> None:
     env = cluster_env(redis_cluster, CHATAPP_DEMO_DELAY_MS="100", CHATAPP_DEMO_REPLY_WORDS="80", CHATAPP_HEARTBEAT_SECONDS="1", CHATAPP_CONTINUE="prefill")
     first, second = start_server(env), start_server(env)
     with first.client() as on_first, client_for(second, on_first) as on_second:

@@ -100,7 +100,10 @@ class TestCluster:
         raise RuntimeError("the cluster did not become ok")
 
     def client(self) -> RedisCluster:
-        return RedisCluster(host="127.0.0.1", port=self.ports[0], socket_timeout=5)
+        from redis.cluster import ClusterNode
+
+        live = [ClusterNode("127.0.0.1", port) for port, process in self.processes.items() if process.poll() is None]
+        return RedisCluster(startup_nodes=live, socket_timeout=5)
 
     def master_of(self, key: str) -> int:
         """The port of the master serving ``key``'s slot."""
