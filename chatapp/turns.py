@@ -54,13 +54,17 @@ class TurnRunner:
         #: The most messages a session may hold; a turn that would pass it is refused.
         self.max_messages = max_messages
 
-    def start(self, session_id: str, text: str) -> TurnHandle:
-        """Store the user's message and generate the reply in the background."""
+    def start(self, session_id: str, text: str, *, name_session: bool = False) -> TurnHandle:
+        """Store the user's message and generate the reply in the background.
+
+        ``name_session``: the ``start`` event carries the session id, for a session made
+        by the same request as the turn (its client has not seen the id).
+        """
         turn = self.broker.begin_turn(session_id, text, max_messages=self.max_messages)
-        spawn(self.run, turn, name="chatapp-turn")
+        spawn(self.run, turn, name_session, name="chatapp-turn")
         return turn
 
-    def run(self, turn: TurnHandle) -> None:
+    def run(self, turn: TurnHandle, name_session: bool = False) -> None:
         """Generate one reply into the broker. Never raises: every exit ends the turn."""
         pieces: list[str] = []
         thought: list[str] = []
@@ -70,7 +74,8 @@ class TurnRunner:
         try:
             key = self._cache_key(turn)
             cached = self._cache_get(key)
-            self.broker.publish(turn, [events.start(turn.message_id, self.model, cached=cached is not None)])
+            session_id = turn.session_id if name_session else None
+            self.broker.publish(turn, [events.start(turn.message_id, self.model, cached=cached is not None, session_id=session_id)])
             if cached is not None:
                 pieces, thought = cached["pieces"], cached.get("reasoning") or []
                 finish_reason, usage = cached["finish_reason"], cached["usage"]
