@@ -245,9 +245,16 @@ def chat() -> Response | tuple[Response, int]:
         raise InvalidRequestError('"session_id" must be a string, or left out for a new session.')
     else:
         _owned_session(app_state, session_id)
-    if wants_stream():
-        return start_streaming(app_state, session_id, owner, message, name_session=created)
-    turn = app_state.runner.start(session_id, message, name_session=created)
+    try:
+        if wants_stream():
+            return start_streaming(app_state, session_id, owner, message, name_session=created)
+        turn = app_state.runner.start(session_id, message, name_session=created)
+    except BaseException:
+        # Refused (too many open streams, say): the caller never learns the new session's
+        # id, so it must not stay behind and count against their chats.
+        if created:
+            app_state.broker.delete_session(session_id)
+        raise
     return jsonify(session_id=session_id, message_id=turn.message_id, **_session_urls(app_state, session_id, owner)), 202
 
 

@@ -176,7 +176,9 @@ def test_a_one_step_post_during_a_turn_is_409_json(steady_server: ChatServer) ->
 
 
 def test_too_many_streams_refuses_before_the_turn_starts(start_server: ServerFactory) -> None:
-    server = start_server({"CHATAPP_DEMO_DELAY_MS": "30", "CHATAPP_DEMO_REPLY_WORDS": "60", "CHATAPP_MAX_STREAMS_PER_OWNER": "1"})
+    server = start_server(
+        {"CHATAPP_DEMO_DELAY_MS": "30", "CHATAPP_DEMO_REPLY_WORDS": "60", "CHATAPP_MAX_STREAMS_PER_OWNER": "1", "CHATAPP_MAX_SESSIONS_PER_OWNER": "3"}
+    )
     with server.client() as client:
         first, second = client.new_session(), client.new_session()
         with client.stream("POST", f"/api/sessions/{first}/messages", json={"message": "holds the slot"}, headers=STREAM) as held:
@@ -185,8 +187,14 @@ def test_too_many_streams_refuses_before_the_turn_starts(start_server: ServerFac
             assert refused.status_code == 429
             assert refused.json()["error"]["code"] == "too_many_streams"
             assert int(refused.headers["retry-after"]) >= 1
+            # The session /api/chat made for a refused request is not left behind.
+            refused = client.post("/api/chat", json={"message": "no slot either"}, headers=STREAM)
+            assert refused.status_code == 429
         # Refused before it began: the second session holds no message.
         assert client.history(second)["messages"] == []
+        # Three sessions at most: the two, and room for one more.
+        assert client.post("/api/sessions").status_code == 201
+        assert client.post("/api/sessions").json()["error"]["code"] == "too_many_sessions"
 
 
 def test_the_reference_client_streams_a_turn_in_one_request(server: ChatServer) -> None:
@@ -258,3 +266,23 @@ def test_the_owner_cookie_is_sent_only_when_it_changes(server: ChatServer) -> No
         for response in (client.get(f"/api/sessions/{session_id}"), client.post("/api/sessions")):
             assert response.status_code in (200, 201)
             assert "set-cookie" not in response.headers
+
+
+@pytest.fixture(scope="module", params=["gthread", "flask", "uwsgi"])
+def classic_server(request: pytest.FixtureRequest, start_server: ServerFactory) -> ChatServer:
+    """Classic WSGI hosting: gunicorn's threaded worker, ``flask run`` and uWSGI with gevent."""
+    return start_server({"CHATAPP_DEMO_DELAY_MS": "300", "CHATAPP_DEMO_REPLY_WORDS": "3"}, kind=request.param)
+
+
+def test_one_step_streams_under_classic_servers(classic_server: ChatServer) -> None:
+    with classic_server.client() as client:
+        with client.stream("POST", "/api/chat", json={"message": "threads"}, headers=STREAM) as response:
+            assert response.status_code == 200
+            stream = EventStream(response)
+            events = [item for item in stream.read_rest() if item.kind == "event"]
+        assert stream.raw.startswith(b"retry: 3000\nevent: start\n")
+        assert [e.event for e in events] == ["start", "token", "token", "token", "end"]
+        # Arrival spread over time shows nothing buffered the body until the end.
+        assert events[-1].at > events[1].at
+        history = client.history(events[0].json()["session_id"])
+        assert history["messages"][-1]["content"] == reply_text(events)
