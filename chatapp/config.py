@@ -156,6 +156,7 @@ class Settings:
     send_timeout_seconds: float = _option("CHATAPP_SEND_TIMEOUT_SECONDS", _number(positive=True), 60.0, "a write to a client that stopped reading is abandoned after this")
     trusted_proxies: int = _option("CHATAPP_TRUSTED_PROXIES", _integer(0), 0, "standalone app: proxies in front whose X-Forwarded-* headers are believed")
     cookie_samesite: str = _option("CHATAPP_COOKIE_SAMESITE", _choice("lax", "strict", "none"), "lax", "standalone app: SameSite of the owner cookie; none also makes it Secure")
+    stream_token_seconds: int = _option("CHATAPP_STREAM_TOKEN_SECONDS", _integer(0), 600, "lifetime of the signed token in each stream_url that opens the stream without a cookie; 0 issues none")
     secret_key: str | None = _option("CHATAPP_SECRET_KEY", _text, None, "signs the owner cookie; share it across workers and hosts", secret=True)
     url_prefix: str = _option("CHATAPP_URL_PREFIX", _url_prefix, "", "mount point of the page and API, such as /assistant")
     metrics: bool = _option("CHATAPP_METRICS", _boolean, True, "serve Prometheus metrics at <prefix>/metrics")

@@ -6,7 +6,9 @@ within a session across turns) and its data as compact JSON:
 =============  =============================================  ===========================
 event          data                                           when
 =============  =============================================  ===========================
-``start``      ``{"message_id", "model", "cached"}``          first of every turn
+``start``      ``{"message_id", "model", "cached"}``          first of every turn (also
+                                                              ``"session_id"`` when the
+                                                              turn's request made it)
 ``reasoning``  ``{"text"}``                                   the model thinking, in order
 ``token``      ``{"text"}``                                   each piece of the answer
 ``reset``      ``{"message_id", "reason"}``                   drop this turn's text so far
@@ -76,8 +78,13 @@ Draft = tuple[str, str]
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
-def start(message_id: str, model: str, *, cached: bool) -> Draft:
-    return START, _ENCODER.encode({"message_id": message_id, "model": model, "cached": cached})
+def start(message_id: str, model: str, *, cached: bool, session_id: str | None = None) -> Draft:
+    """The first event of a turn; ``session_id`` names a session the turn's own request
+    created (``POST /api/chat``), whose client has no other way to learn it."""
+    payload: dict[str, Any] = {"message_id": message_id, "model": model, "cached": cached}
+    if session_id is not None:
+        payload["session_id"] = session_id
+    return START, _ENCODER.encode(payload)
 
 
 def token(text: str) -> Draft:

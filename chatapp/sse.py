@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["PING", "ServerSentEvent", "encode", "encode_event"]
+__all__ = ["PING", "ServerSentEvent", "encode", "encode_event", "retry_field"]
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _FORBIDDEN_IN_FIELD = re.compile(r"[\r\n\0]")
@@ -94,6 +94,17 @@ def encode_event(event: str, id: str, data: str) -> bytes:
         return frame.encode("utf-8")
     except UnicodeEncodeError:
         return encode(ServerSentEvent(data=data, event=event, id=id))
+
+
+def retry_field(retry: int) -> bytes:
+    """The line ``retry: <ms>`` alone, without the blank line that would end its block.
+
+    Written right before an encoded event, it travels inside that event's block. A frame
+    holding only ``retry`` is valid, and a browser dispatches nothing for it, but
+    httpx-sse and hand-written readers hand it to the application as an event with empty
+    data, whose ``json.loads`` fails.
+    """
+    return encode(ServerSentEvent(retry=retry))[:-1]
 
 
 #: The heartbeat frame, built once: idle streams send it often and should not allocate.

@@ -87,13 +87,17 @@ class TurnRunner:
             turn.stopping = "server_restarting"
             turn.cancelled.set()
 
-    def start(self, session_id: str, text: str) -> TurnHandle:
-        """Store the user's message and generate the reply in the background."""
+    def start(self, session_id: str, text: str, *, name_session: bool = False) -> TurnHandle:
+        """Store the user's message and generate the reply in the background.
+
+        ``name_session``: the ``start`` event carries the session id, for a session made
+        by the same request as the turn (its client has not seen the id).
+        """
         turn = self.broker.begin_turn(session_id, text, max_messages=self.max_messages)
-        spawn(self.run, turn, name="chatapp-turn")
+        spawn(self.run, turn, name_session, name="chatapp-turn")
         return turn
 
-    def run(self, turn: TurnHandle) -> None:
+    def run(self, turn: TurnHandle, name_session: bool = False) -> None:
         """Generate one reply into the broker. Never raises: every exit ends the turn."""
         reply = _Reply()
         watch = self.metrics.turn_started()
@@ -102,7 +106,8 @@ class TurnRunner:
         try:
             key = self._cache_key(turn)
             cached = self._cache_get(key)
-            self.broker.publish(turn, [events.start(turn.message_id, self.model, cached=cached is not None)])
+            session_id = turn.session_id if name_session else None
+            self.broker.publish(turn, [events.start(turn.message_id, self.model, cached=cached is not None, session_id=session_id)])
             if cached is not None:
                 reply.pieces, reply.thought = cached["pieces"], cached.get("reasoning") or []
                 reply.finish_reason, reply.usage = cached["finish_reason"], cached["usage"]

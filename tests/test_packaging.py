@@ -20,7 +20,7 @@ def test_wheel_contains_templates_and_static(tmp_path: Path) -> None:
     [wheel] = tmp_path.glob("chatapp-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "chatapp/web/templates/chatapp/index.html" in names
-    for asset in ("chatapp.js", "markdown.js", "codeblocks.js", "view.js", "reply.js", "page.js", "chatapp.css", "favicon.svg"):
+    for asset in ("chatapp.js", "tabshare.js", "ssestream.js", "chatapp-chat.js", "markdown.js", "codeblocks.js", "view.js", "reply.js", "page.js", "chatapp.css", "favicon.svg"):
         assert f"chatapp/web/static/{asset}" in names
     assert "chatapp/sse.py" in names
     # `chatapp serve` finds its gunicorn settings inside the installed package.

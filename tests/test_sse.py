@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chatapp import ServerSentEvent
-from chatapp.sse import PING, encode_event
+from chatapp.sse import PING, encode_event, retry_field
 from tests.support.sseclient import SSEParser, parse_all
 
 
@@ -76,6 +76,18 @@ def test_ping_is_a_comment_frame() -> None:
     assert PING == b": ping\n\n"
     [item] = parse_all(PING)
     assert (item.kind, item.data) == ("comment", "ping")
+
+
+def test_retry_field_travels_in_the_next_events_block() -> None:
+    assert retry_field(3000) == b"retry: 3000\n"
+    raw = retry_field(3000) + ServerSentEvent(data="{}", event="start", id="1-0").encode()
+    assert raw == b"retry: 3000\nevent: start\nid: 1-0\ndata: {}\n\n"
+    parser = SSEParser()
+    [item] = parser.feed(raw)
+    # One event, which also set the reconnect delay: no empty event before it.
+    assert (item.event, item.id, item.data, parser.retry) == ("start", "1-0", "{}", 3000)
+    with pytest.raises(ValueError):
+        retry_field(-1)
 
 
 def as_browser_sees(data: str) -> str:

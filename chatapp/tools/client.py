@@ -203,6 +203,26 @@ class ChatAPI:
         _raise_for_error(response)
         return response.json()
 
+    @contextlib.contextmanager
+    def chat(self, text: str, *, session_id: str | None = None, read_timeout: float | None = 120.0) -> Iterator[StreamReader]:
+        """Post ``text`` and read its reply from the same request (the one-step stream).
+
+        To ``session_id`` through ``POST .../messages``, or to a new session through
+        ``POST /api/chat``, whose ``start`` event then carries the new ``session_id``. A
+        dropped stream resumes with :meth:`stream` and the last event's id.
+        """
+        if session_id is None:
+            path, body = "/api/chat", {"message": text}
+        else:
+            path, body = f"/api/sessions/{session_id}/messages", {"message": text}
+        headers = {"Accept": "text/event-stream", "Accept-Encoding": "identity"}
+        timeout = httpx.Timeout(30.0, read=read_timeout)
+        with self.http.stream("POST", self.url(path), json=body, headers=headers, timeout=timeout) as response:
+            if response.status_code != 200:
+                response.read()
+                _raise_for_error(response)
+            yield StreamReader(response)
+
     def cancel(self, session_id: str) -> None:
         self.http.post(self.url(f"/api/sessions/{session_id}/cancel"))
 

@@ -45,6 +45,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     # (so other sites cannot act as the visitor) unless CHATAPP_COOKIE_SAMESITE=none,
     # which browsers only accept on a Secure cookie.
     app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE=settings.cookie_samesite.capitalize())
+    # Set-Cookie only when the owner is new: Flask would otherwise re-send the cookie on
+    # every answer of a permanent session, streams included, to push its expiry out.
+    app.config["SESSION_REFRESH_EACH_REQUEST"] = False
     if settings.cookie_samesite == "none":
         app.config["SESSION_COOKIE_SECURE"] = True
     app.session_interface = OwnerCookieInterface()

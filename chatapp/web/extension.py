@@ -24,6 +24,7 @@ from .ratelimit import make_limiter
 from .sendguard import SendGuard
 from .state import ChatAppState
 from .streaming import StreamOptions, Streams
+from .tokens import StreamTokens
 from .views import bp
 
 __all__ = ["ChatApp"]
@@ -113,6 +114,7 @@ class ChatApp:
             owner=self._owner or anonymous_owner,
             limiter=make_limiter(app, bp, settings, current_owner),
             cors=CorsPolicy(settings.cors_origins),
+            tokens=StreamTokens(settings.stream_token_seconds, settings.secret_key),
             cache=cache,
             metrics=metrics,
         )

@@ -19,6 +19,14 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+_STREAM_URL = {
+    "type": "string",
+    "description": (
+        "the session's stream; its token query parameter opens it without a cookie for "
+        "CHATAPP_STREAM_TOKEN_SECONDS (ask again for a fresh one)"
+    ),
+}
+
 _ERRORS = {
     "400": "invalid request: a bad or unreadable body, a bad field, or a bad Last-Event-ID",
     "401": "the host's owner callable found nobody signed in",
@@ -38,6 +46,17 @@ def _errors(*statuses: str) -> dict[str, Any]:
             response["headers"] = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "string"}}}
         responses[status] = response
     return responses
+
+
+#: The answer of a message post that asked for ``Accept: text/event-stream``.
+_TURN_STREAM = {
+    "description": (
+        "with Accept: text/event-stream, the stream of the turn just started, as GET .../stream "
+        "gives it (retry in the first event's block, then start, token..., error?, end); "
+        "resume a dropped one with GET .../stream and Last-Event-ID"
+    ),
+    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+}
 
 
 def openapi_document(prefix: str, *, max_message_chars: int | None = None) -> dict[str, Any]:
@@ -97,12 +116,33 @@ def openapi_document(prefix: str, *, max_message_chars: int | None = None) -> di
                 "post": {
                     "operationId": "postMessage",
                     "summary": "post a message; the reply is generated in the background",
+                    "description": "With Accept: text/event-stream the answer is the reply's stream itself (200).",
                     "requestBody": {
                         "required": True,
                         "content": {"application/json": {"schema": _ref("NewMessage")}},
                     },
                     "responses": {
+                        "200": _TURN_STREAM,
                         "202": _json(_ref("MessagePosted"), "the reply is being generated"),
+                        **_errors("400", "401", "404", "409", "413", "415", "429"),
+                    },
+                },
+            },
+            f"{api}/chat": {
+                "post": {
+                    "operationId": "chat",
+                    "summary": "post a message to the given session, or to a new one when none is given",
+                    "description": (
+                        "For one-shot clients. With Accept: text/event-stream the answer is the reply's "
+                        "stream (200), whose start event carries session_id when the session is new."
+                    ),
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("ChatMessage")}},
+                    },
+                    "responses": {
+                        "200": _TURN_STREAM,
+                        "202": _json(_ref("ChatStarted"), "the reply is being generated"),
                         **_errors("400", "401", "404", "409", "413", "415", "429"),
                     },
                 },
@@ -115,6 +155,16 @@ def openapi_document(prefix: str, *, max_message_chars: int | None = None) -> di
                     "parameters": [
                         {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"}},
                         {"name": "last_event_id", "in": "query", "required": False, "schema": {"type": "string"}},
+                        {
+                            "name": "token",
+                            "in": "query",
+                            "required": False,
+                            "description": (
+                                "the signed token of a stream_url: opens the stream without a cookie; "
+                                "expired, tampered or another session's: 404"
+                            ),
+                            "schema": {"type": "string"},
+                        },
                         {
                             "name": "follow",
                             "in": "query",
@@ -180,7 +230,7 @@ def openapi_document(prefix: str, *, max_message_chars: int | None = None) -> di
                     "required": ["session_id", "stream_url", "messages_url"],
                     "properties": {
                         "session_id": {"type": "string"},
-                        "stream_url": {"type": "string"},
+                        "stream_url": _STREAM_URL,
                         "messages_url": {"type": "string"},
                     },
                 },
@@ -195,11 +245,12 @@ def openapi_document(prefix: str, *, max_message_chars: int | None = None) -> di
                 },
                 "History": {
                     "type": "object",
-                    "required": ["session_id", "messages", "generating"],
+                    "required": ["session_id", "messages", "generating", "stream_url"],
                     "properties": {
                         "session_id": {"type": "string"},
                         "messages": {"type": "array", "items": _ref("Message")},
                         "generating": {"type": "boolean"},
+                        "stream_url": _STREAM_URL,
                     },
                 },
                 "NewMessage": {
@@ -210,7 +261,25 @@ def openapi_document(prefix: str, *, max_message_chars: int | None = None) -> di
                 "MessagePosted": {
                     "type": "object",
                     "required": ["message_id", "stream_url"],
-                    "properties": {"message_id": {"type": "string"}, "stream_url": {"type": "string"}},
+                    "properties": {"message_id": {"type": "string"}, "stream_url": _STREAM_URL},
+                },
+                "ChatMessage": {
+                    "type": "object",
+                    "required": ["message"],
+                    "properties": {
+                        "message": message,
+                        "session_id": {"type": "string", "description": "a session of the caller; left out, a new one"},
+                    },
+                },
+                "ChatStarted": {
+                    "type": "object",
+                    "required": ["session_id", "message_id", "stream_url", "messages_url"],
+                    "properties": {
+                        "session_id": {"type": "string"},
+                        "message_id": {"type": "string"},
+                        "stream_url": _STREAM_URL,
+                        "messages_url": {"type": "string"},
+                    },
                 },
                 "Cancelled": {
                     "type": "object",

@@ -2,8 +2,8 @@
 
 Flask-Limiter does the counting, in ``memory://`` or, when ``CHATAPP_REDIS_URL`` is set,
 in that Redis so every worker shares one count. The key is the owner (the anonymous
-cookie id or the host's user id), and both endpoints draw on one budget,
-``CHATAPP_RATE_LIMIT``.
+cookie id or the host's user id), and these endpoints draw on one budget,
+``CHATAPP_RATE_LIMIT`` (``POST /api/chat``, which does both at once, counts once).
 
 Flask-Limiter hooks into the whole app, so this limiter is told to ignore every request
 outside chatapp's blueprint and any default or application-wide limits a host may have
@@ -25,7 +25,7 @@ from ..errors import RateLimitedError
 __all__ = ["LIMITED_ENDPOINTS", "make_limiter", "rate_limited_error", "storage_uri"]
 
 #: The endpoints whose POSTs draw on ``CHATAPP_RATE_LIMIT``.
-LIMITED_ENDPOINTS = frozenset({"chatapp.create_session", "chatapp.post_message"})
+LIMITED_ENDPOINTS = frozenset({"chatapp.create_session", "chatapp.post_message", "chatapp.chat"})
 
 
 def storage_uri(settings: Settings) -> str:

@@ -16,6 +16,7 @@ from ..turns import TurnRunner
 from .cors import CorsPolicy
 from .owner import OwnerCallable
 from .streaming import Streams
+from .tokens import StreamTokens
 
 __all__ = ["ChatAppState", "state"]
 
@@ -32,6 +33,8 @@ class ChatAppState:
     owner: OwnerCallable
     limiter: Limiter
     cors: CorsPolicy
+    #: Signs and checks the token in each ``stream_url``.
+    tokens: StreamTokens
     #: ``None`` when ``CHATAPP_CACHE_TTL_SECONDS`` is 0.
     cache: ResponseCache | None = None
     #: This app's Prometheus registry and recording API (``metrics.cache_hit()``, ...).

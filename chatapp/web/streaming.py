@@ -23,7 +23,7 @@ from ..broker.base import Broker, Reader
 from ..errors import RateLimitedError, ServiceUnavailableError, SessionNotFoundError
 from ..events import END, Event
 from ..metrics import Metrics
-from ..sse import PING, ServerSentEvent
+from ..sse import PING, ServerSentEvent, retry_field
 from .sendguard import SendGuard
 
 __all__ = ["STREAM_HEADERS", "EventStream", "StreamOptions", "StreamRegistry", "Streams", "event_stream_response"]
@@ -253,9 +253,15 @@ class EventStream:
         heartbeat = options.heartbeat
         pinged = self._metrics.heartbeat if self._metrics is not None else None
         renew_every = self._registry.lease_seconds / 3
-        # The first write carries ``retry`` (and whatever is already waiting), so the
-        # browser's ``open`` fires at once even when the turn has not started yet.
-        pending = ServerSentEvent(retry=options.retry_ms).encode()
+        if follow:
+            # A stream across turns may wait long for an event: ``retry`` goes first, in a
+            # frame of its own, so the browser's ``open`` fires at once.
+            pending = ServerSentEvent(retry=options.retry_ms).encode()
+        else:
+            # A turn's stream puts ``retry`` inside the first event's block: a frame with
+            # no data is an empty event to httpx-sse and hand-written readers.
+            pending = retry_field(options.retry_ms)
+        opening = True
         events = backlog
         reader = self._reader = broker.reader(session_id)
         renew_at = time.monotonic() + renew_every
@@ -278,13 +284,19 @@ class EventStream:
                     # What is already waiting goes out in as few writes as the batch size allows.
                     yield from _batches(pending, events)
                     pending = b""
-                elif pending:
+                elif follow and pending:
                     yield pending
                     pending = b""
+                elif opening:
+                    # A turn's stream opened before its next event (a one-step post, or a
+                    # reader that is up to date): wait for the event rather than write a
+                    # frame without data; a ping follows if the wait is a heartbeat long.
+                    pass
                 else:
                     if pinged is not None:
                         pinged()
                     yield PING
+                opening = False
                 if self._slot and time.monotonic() >= renew_at:
                     self._registry.renew(self._owner, self._slot)
                     renew_at = time.monotonic() + renew_every

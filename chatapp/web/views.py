@@ -25,6 +25,7 @@ from ..errors import (
 )
 from ..events import parse_event_id
 from . import handlers, requestlog
+from .onestep import start_streaming, wants_stream
 from .openapi import openapi_document
 from .owner import current_owner
 from .sendguard import client_socket
@@ -106,11 +107,44 @@ def _read_body(size: int) -> bytes:
         raise InvalidRequestError("The request body could not be read.", code="invalid_body") from None
 
 
-def _session_urls(session_id: str) -> dict[str, str]:
+def _stream_url(app_state: ChatAppState, session_id: str, owner: str) -> str:
+    """The session's stream, with a fresh token that opens it without a cookie (tokens.py)."""
+    token = app_state.tokens.issue(session_id, owner)
+    return url_for("chatapp.stream", session_id=session_id, token=token)
+
+
+def _session_urls(app_state: ChatAppState, session_id: str, owner: str) -> dict[str, str]:
     return {
-        "stream_url": url_for("chatapp.stream", session_id=session_id),
+        "stream_url": _stream_url(app_state, session_id, owner),
         "messages_url": url_for("chatapp.post_message", session_id=session_id),
     }
+
+
+def _new_session(app_state: ChatAppState, owner: str) -> str:
+    limit = app_state.settings.max_sessions_per_owner
+    # Checked before creating, so a burst of parallel creates may pass the bound by a
+    # few; the rate limit keeps bursts small.
+    if app_state.broker.count_sessions(owner) >= limit:
+        raise ConflictError(
+            f"You have {limit} chats already; delete one (or let an idle one expire) to start another.",
+            code="too_many_sessions",
+        )
+    return app_state.broker.create_session(owner)
+
+
+def _message_of(app_state: ChatAppState, body: dict[str, Any]) -> str:
+    message = body.get("message")
+    if not isinstance(message, str):
+        raise InvalidRequestError('"message" must be a string.')
+    if not message.strip():
+        raise InvalidRequestError('"message" must not be empty.')
+    if _SURROGATE.search(message):
+        # JSON can escape half of a UTF-16 pair ("\\ud800"), which is no character at all.
+        raise InvalidRequestError('"message" contains an unpaired surrogate escape.')
+    limit = app_state.settings.max_message_chars
+    if len(message) > limit:
+        raise PayloadTooLargeError(f'"message" is longer than {limit} characters.', code="message_too_long")
+    return message
 
 
 # -- page and health --------------------------------------------------------------------
@@ -152,30 +186,25 @@ def metrics() -> Response:
 def create_session() -> tuple[Response, int, dict[str, str]]:
     app_state = state()
     owner = _owner()
-    limit = app_state.settings.max_sessions_per_owner
-    # Checked before creating, so a burst of parallel creates may pass the bound by a
-    # few; the rate limit keeps bursts small.
-    if app_state.broker.count_sessions(owner) >= limit:
-        raise ConflictError(
-            f"You have {limit} chats already; delete one (or let an idle one expire) to start another.",
-            code="too_many_sessions",
-        )
-    session_id = app_state.broker.create_session(owner)
-    urls = _session_urls(session_id)
+    session_id = _new_session(app_state, owner)
+    urls = _session_urls(app_state, session_id, owner)
     location = url_for("chatapp.get_session", session_id=session_id)
     return jsonify(session_id=session_id, **urls), 201, {"Location": location}
 
 
 @bp.get("/api/sessions/<session_id>")
 def get_session(session_id: str) -> Response:
+    app_state = state()
     owner = _owner()
-    session = state().broker.get_session(session_id) if _SESSION_ID.match(session_id) else None
+    session = app_state.broker.get_session(session_id) if _SESSION_ID.match(session_id) else None
     if session is None or session.owner != owner:
         raise SessionNotFoundError()
     return jsonify(
         session_id=session.session_id,
         messages=[m.to_dict() for m in session.messages],
         generating=session.generating,
+        # Asking for the history is also how a client renews its stream token.
+        stream_url=_stream_url(app_state, session_id, owner),
     )
 
 
@@ -191,23 +220,42 @@ def delete_session(session_id: str) -> tuple[str, int]:
 
 
 @bp.post("/api/sessions/<session_id>/messages")
-def post_message(session_id: str) -> tuple[Response, int]:
+def post_message(session_id: str) -> Response | tuple[Response, int]:
     app_state = state()
-    _owned_session(app_state, session_id)
-    body = _json_body(app_state)
-    message = body.get("message")
-    if not isinstance(message, str):
-        raise InvalidRequestError('"message" must be a string.')
-    if not message.strip():
-        raise InvalidRequestError('"message" must not be empty.')
-    if _SURROGATE.search(message):
-        # JSON can escape half of a UTF-16 pair ("\\ud800"), which is no character at all.
-        raise InvalidRequestError('"message" contains an unpaired surrogate escape.')
-    limit = app_state.settings.max_message_chars
-    if len(message) > limit:
-        raise PayloadTooLargeError(f'"message" is longer than {limit} characters.', code="message_too_long")
+    owner = _owned_session(app_state, session_id)
+    message = _message_of(app_state, _json_body(app_state))
+    if wants_stream():
+        return start_streaming(app_state, session_id, owner, message)
     turn = app_state.runner.start(session_id, message)
-    return jsonify(message_id=turn.message_id, stream_url=url_for("chatapp.stream", session_id=session_id)), 202
+    return jsonify(message_id=turn.message_id, stream_url=_stream_url(app_state, session_id, owner)), 202
+
+
+@bp.post("/api/chat")
+def chat() -> Response | tuple[Response, int]:
+    """A message for a new session, or the given one: one request for one-shot clients."""
+    app_state = state()
+    owner = _owner()
+    body = _json_body(app_state)
+    message = _message_of(app_state, body)
+    session_id = body.get("session_id")
+    created = session_id is None
+    if created:
+        session_id = _new_session(app_state, owner)
+    elif not isinstance(session_id, str):
+        raise InvalidRequestError('"session_id" must be a string, or left out for a new session.')
+    else:
+        _owned_session(app_state, session_id)
+    try:
+        if wants_stream():
+            return start_streaming(app_state, session_id, owner, message, name_session=created)
+        turn = app_state.runner.start(session_id, message, name_session=created)
+    except BaseException:
+        # Refused (too many open streams, say): the caller never learns the new session's
+        # id, so it must not stay behind and count against their chats.
+        if created:
+            app_state.broker.delete_session(session_id)
+        raise
+    return jsonify(session_id=session_id, message_id=turn.message_id, **_session_urls(app_state, session_id, owner)), 202
 
 
 @bp.post("/api/sessions/<session_id>/cancel")
@@ -221,7 +269,17 @@ def cancel(session_id: str) -> tuple[Response, int]:
 @bp.get("/api/sessions/<session_id>/stream")
 def stream(session_id: str) -> Response:
     app_state = state()
-    owner = _owned_session(app_state, session_id)
+    token = request.args.get("token")
+    if token is None:
+        owner = _owned_session(app_state, session_id)
+    else:
+        # The token stands for the owner (EventSource cannot send Authorization, and a
+        # cookie may be blocked); a bad one is the 404 of an unknown session.
+        found = app_state.broker.owner_of(session_id) if _SESSION_ID.match(session_id) else None
+        if found is None or not app_state.tokens.verify(token, session_id, found):
+            raise SessionNotFoundError()
+        owner = found
+        requestlog.note_owner(owner)
     after = request.headers.get("Last-Event-ID")
     if after is None:
         after = request.args.get("last_event_id")
@@ -252,6 +310,15 @@ def openapi() -> Response:
 @bp.after_request
 def add_cors_headers(response: Response) -> Response:
     return state().cors.apply(response)
+
+
+@bp.after_request
+def drop_type_of_no_content(response: Response) -> Response:
+    # Flask labels every answer text/html, an empty 204 included; a client that
+    # dispatches on the content type would take it for an HTML page.
+    if response.status_code == 204:
+        response.headers.pop("Content-Type", None)
+    return response
 
 
 @bp.route("/api", defaults={"rest": ""}, methods=handlers.ALL_METHODS)

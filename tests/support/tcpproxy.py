@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 
 from tests.support.servers import free_port
 
 
 class TCPProxy:
-    """Forwards 127.0.0.1:<port> to a local server; ``drop()`` cuts every open connection."""
+    """Forwards 127.0.0.1:<port> to a local server; ``drop()`` cuts every open connection.
 
-    def __init__(self, target_port: int) -> None:
+    ``trickle``: send what the server answers in writes of at most that many bytes, each
+    its own TCP segment, so the client reads chunks that split characters and lines.
+    """
+
+    def __init__(self, target_port: int, *, trickle: int | None = None) -> None:
         self.target_port = target_port
+        self.trickle = trickle
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         #: Everything clients sent, per connection, so tests can read the requests.
@@ -30,14 +36,16 @@ class TCPProxy:
             except OSError:
                 return
             upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            if self.trickle:
+                client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             record = bytearray()
             with self._lock:
                 self._open.append((client, upstream))
                 self.sent.append(record)
             threading.Thread(target=self._pump, args=(client, upstream, record), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, None), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, None, self.trickle), daemon=True).start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket, record: bytearray | None) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket, record: bytearray | None, trickle: int | None = None) -> None:
         try:
             while True:
                 data = source.recv(65536)
@@ -45,7 +53,13 @@ class TCPProxy:
                     break
                 if record is not None:
                     record += data
-                sink.sendall(data)
+                if not trickle:
+                    sink.sendall(data)
+                    continue
+                for start in range(0, len(data), trickle):
+                    sink.sendall(data[start : start + trickle])
+                    # A pause lets each piece leave alone rather than merge with the next.
+                    time.sleep(0.0005)
         except OSError:
             pass
         finally:

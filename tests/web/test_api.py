@@ -17,7 +17,8 @@ def test_create_session(client: FlaskClient) -> None:
     body = response.get_json()
     session_id = body["session_id"]
     assert len(session_id) >= 22 and session_id.replace("-", "").replace("_", "").isalnum()
-    assert body["stream_url"] == f"/api/sessions/{session_id}/stream"
+    # The stream's URL carries a token that opens it without the cookie (test_tokens.py).
+    assert body["stream_url"].startswith(f"/api/sessions/{session_id}/stream?token=")
     assert body["messages_url"] == f"/api/sessions/{session_id}/messages"
     assert response.headers["Location"] == f"/api/sessions/{session_id}"
     assert client.post("/api/sessions").get_json()["session_id"] != session_id
@@ -25,10 +26,12 @@ def test_create_session(client: FlaskClient) -> None:
 
 def test_history_and_delete(client: FlaskClient) -> None:
     session_id = new_session(client)
-    assert client.get(f"/api/sessions/{session_id}").get_json() == {"session_id": session_id, "messages": [], "generating": False}
+    history = client.get(f"/api/sessions/{session_id}").get_json()
+    assert history.pop("stream_url").startswith(f"/api/sessions/{session_id}/stream?token=")
+    assert history == {"session_id": session_id, "messages": [], "generating": False}
     posted = client.post(f"/api/sessions/{session_id}/messages", json={"message": "hi"})
     assert posted.status_code == 202
-    assert posted.get_json()["stream_url"] == f"/api/sessions/{session_id}/stream"
+    assert posted.get_json()["stream_url"].startswith(f"/api/sessions/{session_id}/stream?token=")
     body = wait_idle(client, session_id)
     assert [(m["role"], m["content"] != "") for m in body["messages"]] == [("user", True), ("assistant", True)]
     assert body["messages"][0]["content"] == "hi"

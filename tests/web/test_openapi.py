@@ -49,6 +49,18 @@ def test_document_is_served_and_describes_every_api_route() -> None:
     assert document["components"]["schemas"]["NewMessage"]["properties"]["message"]["maxLength"] == 500
 
 
+def test_document_describes_the_one_step_stream_and_stream_tokens() -> None:
+    paths = openapi_document("")["paths"]
+    for path in ("/api/sessions/{session_id}/messages", "/api/chat"):
+        responses = paths[path]["post"]["responses"]
+        assert set(responses["200"]["content"]) == {"text/event-stream"}
+        assert set(responses["202"]["content"]) == {"application/json"}
+    assert "token" in [p["name"] for p in paths["/api/sessions/{session_id}/stream"]["get"]["parameters"]]
+    schemas = openapi_document("")["components"]["schemas"]
+    assert "session_id" in schemas["ChatMessage"]["properties"]
+    assert "stream_url" in schemas["History"]["required"]
+
+
 def test_document_follows_the_mount_prefix() -> None:
     from flask import Flask
 

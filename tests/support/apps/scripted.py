@@ -4,7 +4,7 @@
 a test can make the model say exactly what it needs to (HTML, a ``<script>`` tag split
 across tokens, Markdown, an error, its thinking, an unusual ending), through the real
 stream and the real page.
-The host's own page at ``/`` includes chatapp's client script, as a host site would.
+The host's own page at ``/`` includes chatapp's client scripts, as a host site would.
 
 Test-only, for what a single server never does by itself (a turn taken over by another
 worker): ``POST /_test/sessions/<id>/events`` publishes events into the session's running
@@ -89,6 +89,9 @@ A few things make it work in production:
 See the [EventSource docs](https://developer.mozilla.org/docs/Web/API/EventSource) for the browser side.
 """
 
+#: Text whose UTF-8 is mostly multi-byte, so network chunks split characters.
+MULTIBYTE = [f"{i}: Grüße, naïve café; 日本語のテキスト; 😀🎉👩‍💻; ∑∞≠\r\nΩ\rπ\n" for i in range(40)]
+
 #: Replies by message text; anything else is echoed back.
 SCRIPTS: dict[str, tuple[list[str], float]] = {
     "hostile": (HOSTILE, 0.05),
@@ -102,6 +105,10 @@ SCRIPTS: dict[str, tuple[list[str], float]] = {
     "refused once": (words("o", 60), 0.05),
     "refused always": (words("a", 60), 0.05),
     "slow": (words("word", 400), 0.05),
+    # Long enough for ten tabs to join and for the leading one to leave mid-reply.
+    "shared": (words("s", 300), 0.03),
+    # Two-, three- and four-byte characters, and lines split by CR, LF and CRLF in JSON.
+    "multibyte": (MULTIBYTE, 0.005),
     "wide": (["A long word: " + "x" * 300 + "\n\n```\n" + "y = 1; " * 60 + "\n```\n\n" + "https://example.com/" + "z" * 200], 0.01),
     "long": ([f"Paragraph {i}: " + "lorem ipsum dolor sit amet " * 6 + "\n\n" for i in range(12)], 0.01),
 }
@@ -263,6 +270,8 @@ HOST_PAGE = """<!doctype html>
 <body data-api-base="{{ url_for('chatapp.create_session') }}">
 <h1>A host page</h1>
 <script src="{{ url_for('chatapp.static', filename='chatapp.js') }}"></script>
+<script src="{{ url_for('chatapp.static', filename='tabshare.js') }}"></script>
+<script src="{{ url_for('chatapp.static', filename='ssestream.js') }}"></script>
 </body></html>
 """
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from playwright.sync_api import Page, Route
@@ -262,7 +263,11 @@ def test_a_refused_reconnect_resumes_after_the_last_event(scripted: ChatServer, 
     assert len(streams) == 3
     dropped = [call[0] for call in calls].index("reconnecting")
     last_seen = [call[2] for call in calls[:dropped] if call[2]][-1]
-    assert streams[2].endswith("/stream?last_event_id=" + last_seen)
+    resumed = urlsplit(streams[2])
+    assert resumed.path.endswith("/stream")
+    # The stream_url of the post (its token) and the id to resume after.
+    assert set(parse_qs(resumed.query)) == {"token", "last_event_id"}
+    assert parse_qs(resumed.query)["last_event_id"] == [last_seen]
 
 
 def test_a_refused_stream_of_a_finished_turn_hands_over_the_history(page: Page) -> None:
