@@ -7,7 +7,12 @@ that leaves does not stop the turn and any number of readers see the same events
 
 With a response cache, an identical request (see :func:`~chatapp.cache.cache_key`)
 replays the stored reply as ``token`` events with ``"cached": true`` in ``start`` and
-never reaches the provider; only replies that ended with ``stop`` are stored.
+never reaches the provider; only replies that ended with ``stop`` are stored. The cache
+is scoped per owner unless ``cache_scope="global"``: a replay to anyone else would tell
+them that someone asked exactly that.
+
+A reply stops with ``finish_reason: "length"`` where it would take its session past
+``max_session_bytes``, so no single message, nor any history page, outgrows that bound.
 """
 
 from __future__ import annotations
@@ -17,9 +22,9 @@ from typing import Any
 
 from . import events
 from ._concurrency import spawn
-from .broker.base import Broker, TurnHandle
+from .broker.base import MESSAGE_OVERHEAD, Broker, TurnHandle, stored_size, utf8_size
 from .cache import CachedReply, ResponseCache, cache_key
-from .errors import ProviderError
+from .errors import APIError, ProviderError
 from .events import Draft
 from .metrics import Metrics
 from .providers.base import ChatRequest, Completion, Provider, Reasoning
@@ -42,6 +47,9 @@ class TurnRunner:
         cache: ResponseCache | None = None,
         cache_ttl_seconds: float = 0,
         max_messages: int | None = None,
+        max_session_bytes: int | None = None,
+        max_owner_bytes: int | None = None,
+        cache_scope: str = "owner",
         metrics: Metrics | None = None,
     ) -> None:
         self.broker = broker
@@ -53,12 +61,28 @@ class TurnRunner:
         self.cache_ttl_seconds = cache_ttl_seconds
         #: The most messages a session may hold; a turn that would pass it is refused.
         self.max_messages = max_messages
+        #: The most bytes a session's history, and an owner's sessions together, may hold.
+        self.max_session_bytes = max_session_bytes
+        self.max_owner_bytes = max_owner_bytes
+        self.cache_scope = cache_scope
 
     def start(self, session_id: str, text: str) -> TurnHandle:
         """Store the user's message and generate the reply in the background."""
-        turn = self.broker.begin_turn(session_id, text, max_messages=self.max_messages)
+        turn = self.broker.begin_turn(
+            session_id,
+            text,
+            max_messages=self.max_messages,
+            max_bytes=self.max_session_bytes,
+            max_owner_bytes=self.max_owner_bytes,
+        )
         spawn(self.run, turn, name="chatapp-turn")
         return turn
+
+    def _reply_allowance(self, turn: TurnHandle) -> int | None:
+        """UTF-8 bytes the reply may take before its session would pass its budget."""
+        if self.max_session_bytes is None:
+            return None
+        return self.max_session_bytes - sum(stored_size(m) for m in turn.history) - MESSAGE_OVERHEAD
 
     def run(self, turn: TurnHandle) -> None:
         """Generate one reply into the broker. Never raises: every exit ends the turn."""
@@ -80,21 +104,39 @@ class TurnRunner:
                 watch.tokens(len(pieces))
             else:
                 request = ChatRequest(self.model, self.system_prompt, turn.history)
-                for item in self.provider.stream(request, turn.cancelled):
+                allowance = self._reply_allowance(turn)
+                cut = False
+                stream = self.provider.stream(request, turn.cancelled)
+                for item in stream:
                     if turn.cancelled.is_set():
                         break
                     if isinstance(item, Completion):
                         finish_reason, usage = item.finish_reason, item.usage
-                    elif isinstance(item, Reasoning):
-                        if item.text:
-                            thought.append(item.text)
-                            self.broker.publish(turn, [events.reasoning(item.text)])
-                    elif item:
-                        pieces.append(item)
-                        self.broker.publish(turn, [events.token(item)])
+                        continue
+                    text = item.text if isinstance(item, Reasoning) else item
+                    if not text:
+                        continue
+                    if allowance is not None:
+                        allowance -= utf8_size(text)
+                        if allowance < 0:
+                            # The session's byte budget: the reply ends here, as at a
+                            # model's own length limit.
+                            cut = True
+                            break
+                    if isinstance(item, Reasoning):
+                        thought.append(text)
+                        self.broker.publish(turn, [events.reasoning(text)])
+                    else:
+                        pieces.append(text)
+                        self.broker.publish(turn, [events.token(text)])
                         watch.tokens(1)
+                close = getattr(stream, "close", None)
+                if close is not None:
+                    close()
                 if turn.cancelled.is_set():
                     finish_reason, usage = "cancelled", None
+                elif cut:
+                    finish_reason, usage = "length", None
                 elif finish_reason == "stop" and pieces and key is not None:
                     reply: CachedReply = {"pieces": pieces, "finish_reason": finish_reason, "usage": usage}
                     if thought:
@@ -114,6 +156,9 @@ class TurnRunner:
             closing.append(events.end(turn.message_id, finish_reason, usage))
             try:
                 self.broker.finish_turn(turn, "".join(pieces), closing, reasoning="".join(thought))
+            except APIError as exc:
+                # The broker is down or full: it logs that itself; one line here.
+                log.warning("turn %s could not be finished: %s", turn.message_id, exc.code)
             except Exception:
                 log.exception("turn %s could not be finished", turn.message_id)
             watch.finished(finish_reason)
@@ -123,7 +168,8 @@ class TurnRunner:
     def _cache_key(self, turn: TurnHandle) -> str | None:
         if self.cache is None or not turn.history:
             return None
-        return cache_key(self.model, self.system_prompt, turn.history[:-1], turn.history[-1].content)
+        scope = turn.owner if self.cache_scope == "owner" else ""
+        return cache_key(self.model, self.system_prompt, turn.history[:-1], turn.history[-1].content, scope=scope)
 
     def _cache_get(self, key: str | None) -> CachedReply | None:
         if key is None or self.cache is None:

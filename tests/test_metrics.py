@@ -112,7 +112,7 @@ def test_upstream_errors_by_code_and_registries_per_app() -> None:
     ChatApp(first, provider=TimingOutProvider())
     second = create_app({"TESTING": True, "CHATAPP_DEMO_DELAY_MS": 0})
     client = first.test_client()
-    session_id = client.post("/api/sessions").get_json()["session_id"]
+    session_id = client.post("/api/sessions", json={}).get_json()["session_id"]
     client.post(f"/api/sessions/{session_id}/messages", json={"message": "hi"})
     finished(client, session_id)
     samples = parse(client.get("/metrics").get_data(as_text=True))
@@ -212,7 +212,7 @@ def cookie_owner(client: httpx.Client) -> str:
 
 def test_request_ids_and_json_request_lines(server: ChatServer) -> None:
     with server.client() as client:
-        created = client.post("/api/sessions", headers={"X-Request-ID": "req-from-proxy-42"})
+        created = client.post("/api/sessions", json={}, headers={"X-Request-ID": "req-from-proxy-42"})
         assert created.headers["X-Request-ID"] == "req-from-proxy-42"
         session_id = created.json()["session_id"]
         bad = client.get(f"/api/sessions/{session_id}", headers={"X-Request-ID": 'evil" id' + "x" * 200})

@@ -124,7 +124,7 @@ class ChatClient(httpx.Client):
         super().__init__(base_url=base_url + prefix, timeout=httpx.Timeout(10.0))
 
     def new_session(self) -> str:
-        response = self.post("/api/sessions")
+        response = self.post("/api/sessions", json={})
         assert response.status_code == 201, response.text
         return response.json()["session_id"]
 

@@ -2,11 +2,14 @@
 
 The design (keys, entries, wake-ups, liveness) is drawn in :mod:`chatapp.broker.redis`.
 This module is the one place where Redis's own failures become chatapp errors: a
-connection-level failure is a 503, anything else stays a bug.
+connection-level failure is a 503 ``broker_unavailable``, a Redis out of memory
+(``maxmemory`` reached) a 503 ``broker_full`` logged at most once a minute, anything else
+stays a bug. History is stored as UTF-8 JSON, never ``\\u`` escapes.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import secrets
@@ -15,11 +18,21 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from ... import events
-from ...errors import ConflictError, ServiceUnavailableError, SessionNotFoundError
+from ...errors import ConflictError, PayloadTooLargeError, ServiceUnavailableError, SessionNotFoundError
 from ...events import Draft, Event, parse_event_id
-from ..base import HISTORY_FULL, Broker, Message, Reader, SessionInfo, TurnHandle
+from ..base import (
+    HISTORY_FULL,
+    HISTORY_TOO_LARGE,
+    QUOTA_EXCEEDED,
+    Broker,
+    HistoryPage,
+    Message,
+    Reader,
+    SessionInfo,
+    TurnHandle,
+)
 from . import scripts
-from .client import UNAVAILABLE, RedisError, require
+from .client import FULL, UNAVAILABLE, RedisError, require
 from .entries import decode_entry, entry_fields
 from .keys import owner_key, session_keys, streams_key
 from .notifications import Notifications
@@ -35,6 +48,10 @@ T = TypeVar("T")
 #: Entries per read: at most 1,024 events, so a reader owed a long reply gets it in
 #: parts and never holds Events for all of it at once.
 READ_COUNT = 8
+#: History messages fetched per round trip while a page fills up to its byte bound.
+PAGE_CHUNK = 16
+#: A Redis out of memory is logged at most this often; every refusal still answers 503.
+FULL_LOG_EVERY_SECONDS = 60.0
 
 
 class RedisBroker(Broker):
@@ -64,11 +81,23 @@ class RedisBroker(Broker):
         self._interrupt = self.client.register_script(scripts.INTERRUPT)
         self._hold_stream = self.client.register_script(scripts.HOLD_STREAM)
         self._renew_stream = self.client.register_script(scripts.RENEW_STREAM)
+        self._append = self.client.register_script(scripts.APPEND)
+        self._full_logged = -FULL_LOG_EVERY_SECONDS
 
     def _call(self, operation: Callable[[], T]) -> T:
         """Run one Redis operation, translating an outage into a 503 for callers."""
         try:
             return operation()
+        except FULL as exc:
+            # Every request would log the same line while Redis stays full: once a minute
+            # says it, and each refusal is still a 503 that clients retry.
+            now = time.monotonic()
+            if now - self._full_logged >= FULL_LOG_EVERY_SECONDS:
+                self._full_logged = now
+                log.warning("redis is out of memory (maxmemory); refusing writes with 503 broker_full: %s", exc)
+            raise ServiceUnavailableError(
+                "The chat store is full; try again in a minute.", code="broker_full", retry_after=60
+            ) from exc
         except UNAVAILABLE as exc:
             log.warning("redis unavailable: %s", exc)
             raise ServiceUnavailableError("The chat store is unavailable; try again shortly.") from exc
@@ -133,6 +162,54 @@ class RedisBroker(Broker):
         messages = tuple(Message(**json.loads(m)) for m in raw_messages)
         return SessionInfo(session_id, owner.decode(), messages, bool(turn))
 
+    def history_page(self, session_id: str, *, before: int | None, limit: int, max_bytes: int) -> HistoryPage | None:
+        """Reads only the page, from its end backwards, a few messages per round trip."""
+        keys = session_keys(session_id)
+
+        def head() -> tuple[Any, int]:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hget(keys.meta, "turn")
+            pipe.llen(keys.messages)
+            turn, length = pipe.execute()
+            return turn, int(length)
+
+        turn, length = self._call(head)
+        if turn is None:
+            return None
+        end = length if before is None else max(0, min(before, length))
+        start, size = end, 0
+        page: list[Message] = []
+        while start > 0 and end - start < limit:
+            first, last = max(0, start - PAGE_CHUNK, end - limit), start - 1
+            chunk: list[bytes] = self._call(functools.partial(self.client.lrange, keys.messages, first, last))
+            full = False
+            for raw in reversed(chunk):
+                size += len(raw)
+                if size > max_bytes and page:
+                    full = True
+                    break
+                page.append(Message(**json.loads(raw)))
+                start -= 1
+            if full or len(chunk) < PAGE_CHUNK:
+                break
+        page.reverse()
+        return HistoryPage(tuple(page), bool(turn), start)
+
+    def owner_bytes(self, owner: str) -> int:
+        """The stored size of the owner's sessions, as each one's last turn left it."""
+        index = owner_key(owner)
+
+        def total() -> int:
+            members = self.client.zrange(index, 0, -1)
+            if not members:
+                return 0
+            pipe = self.client.pipeline(transaction=False)
+            for member in members:
+                pipe.hget(session_keys(member.decode()).meta, "bytes")
+            return sum(int(size) for size in pipe.execute() if size is not None)
+
+        return self._call(total)
+
     def delete_session(self, session_id: str) -> bool:
         keys = session_keys(session_id)
 
@@ -168,14 +245,28 @@ class RedisBroker(Broker):
 
     # -- turns ------------------------------------------------------------------------
 
-    def begin_turn(self, session_id: str, text: str, *, max_messages: int | None = None) -> TurnHandle:
+    def begin_turn(
+        self,
+        session_id: str,
+        text: str,
+        *,
+        max_messages: int | None = None,
+        max_bytes: int | None = None,
+        max_owner_bytes: int | None = None,
+    ) -> TurnHandle:
         keys = session_keys(session_id)
-        user = Message(_message_id(), "user", text)
+        user = _stored(Message(_message_id(), "user", text))
         reply_id = _message_id()
+        if max_owner_bytes is not None:
+            # The owner's sessions live in other slots, so no script can sum them: checked
+            # before, like the session count, a burst of posts may pass it by a message.
+            owner = self._call(lambda: self.client.hget(keys.meta, "owner"))
+            if owner is not None and self.owner_bytes(owner.decode()) + len(user) > max_owner_bytes:
+                raise PayloadTooLargeError(QUOTA_EXCEEDED.format(max_owner_bytes), code="quota_exceeded")
         result = self._call(
             lambda: self._begin(
                 keys=[keys.meta, keys.messages, keys.events, keys.alive, keys.cancel],
-                args=[json.dumps(user.to_dict()), reply_id, self._ttl, int(LIVENESS_SECONDS * 1000), max_messages or 0],
+                args=[user, reply_id, self._ttl, int(LIVENESS_SECONDS * 1000), max_messages or 0, max_bytes or 0],
             )
         )
         if result == b"missing":
@@ -184,13 +275,15 @@ class RedisBroker(Broker):
             raise ConflictError()
         if result == b"full":
             raise ConflictError(HISTORY_FULL.format(max_messages), code="history_full")
+        if result == b"too_large":
+            raise PayloadTooLargeError(HISTORY_TOO_LARGE.format(max_bytes), code="history_too_large")
         after, owner, *raw_messages = result
         history = tuple(Message(**json.loads(m)) for m in raw_messages)
-        turn = TurnHandle(session_id, reply_id, history)
+        turn = TurnHandle(session_id, reply_id, history, owner=owner.decode())
         self._notifications.start()
         self._notifications.add_turn(turn)
         self._writers[reply_id] = EventWriter(
-            self.client, turn, after=after.decode(), owner=owner.decode(), ttl_ms=self._ttl
+            self.client, turn, after=after.decode(), owner=owner.decode(), ttl_ms=self._ttl, append=self._append
         )
         return turn
 
@@ -208,7 +301,7 @@ class RedisBroker(Broker):
         keys = session_keys(turn.session_id)
         entry_id, fields = writer.entry(events)
         stored = Message(turn.message_id, "assistant", reply, reasoning or None)
-        message = json.dumps(stored.to_dict()) if reply or reasoning else ""
+        message = _stored(stored) if reply or reasoning else b""
         self._call(
             lambda: self._finish(
                 keys=[keys.meta, keys.messages, keys.events, keys.alive, keys.cancel, keys.notify],
@@ -315,7 +408,7 @@ class RedisBroker(Broker):
                 return bool(turn)
             turn_id = turn.decode()
             partial, thought = self._partial_reply(session_id)
-            message = json.dumps(Message(turn_id, "assistant", partial, thought or None).to_dict()) if partial or thought else ""
+            message = _stored(Message(turn_id, "assistant", partial, thought or None)) if partial or thought else b""
             closing = events.interrupted(turn_id)
             self._interrupt(
                 keys=[keys.meta, keys.messages, keys.events, keys.alive, keys.cancel, keys.notify],
@@ -352,3 +445,13 @@ class RedisBroker(Broker):
 
 def _message_id() -> str:
     return "msg_" + secrets.token_urlsafe(12)
+
+
+def _stored(message: Message) -> bytes:
+    """A history message as stored: compact JSON in UTF-8, never ``\\u`` escapes.
+
+    surrogatepass keeps a lone surrogate an upstream may send (JSON allows escaping one)
+    from failing the turn; ``json.loads`` reads it back the same way.
+    """
+    text = json.dumps(message.to_dict(), ensure_ascii=False, separators=(",", ":"))
+    return text.encode("utf-8", "surrogatepass")

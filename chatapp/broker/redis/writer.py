@@ -35,8 +35,10 @@ MIN_WRITE_INTERVAL = 0.002
 class EventWriter:
     """Writes one turn's events in batches from a thread of its own, until closed."""
 
-    def __init__(self, client: Any, turn: TurnHandle, *, after: str, owner: str, ttl_ms: int) -> None:
+    def __init__(self, client: Any, turn: TurnHandle, *, after: str, owner: str, ttl_ms: int, append: Any) -> None:
+        """``append``: the registered :data:`~.scripts.APPEND` script."""
         self._client = client
+        self._append = append
         self._turn = turn
         self._keys = session_keys(turn.session_id)
         self._owner_key = owner_key(owner)
@@ -89,10 +91,14 @@ class EventWriter:
             try:
                 if batch or refresh:
                     pipe = self._client.pipeline(transaction=False)
-                    for start in range(0, len(batch), BATCH_MAX):
-                        entry_id, fields = self.entry(batch[start : start + BATCH_MAX])
-                        pipe.execute_command("XADD", keys.events, entry_id, *fields)
                     if batch:
+                        # One script per write: the entries and the log's expiry in one
+                        # step, and nothing at all once the session is deleted.
+                        args: list[Any] = [self._ttl_ms]
+                        for start in range(0, len(batch), BATCH_MAX):
+                            entry_id, fields = self.entry(batch[start : start + BATCH_MAX])
+                            args += [entry_id, len(fields), *fields]
+                        self._append(keys=[keys.meta, keys.events], args=args, client=pipe)
                         pipe.publish(keys.notify, "e")
                     if refresh:
                         pipe.set(keys.alive, self._turn.message_id, px=int(LIVENESS_SECONDS * 1000))
@@ -102,6 +108,9 @@ class EventWriter:
                         pipe.get(keys.cancel)
                         refreshed = now
                     results = pipe.execute()
+                    if batch and results[0] == 0:
+                        # The session was deleted: nothing more to write for it.
+                        self._turn.cancelled.set()
                     if refresh and results[-1] is not None and results[-1].decode() == self._turn.message_id:
                         self._turn.cancelled.set()
             except RedisError as exc:

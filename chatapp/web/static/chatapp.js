@@ -110,7 +110,7 @@
   ChatAppClient.prototype.open = function () {
     var self = this;
     if (self.sessionId) return Promise.resolve(self.sessionId);
-    return self.request("POST", "").then(function (data) {
+    return self.request("POST", "", {}).then(function (data) {
       self._remember(data.session_id);
       return data.session_id;
     });
