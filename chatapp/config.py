@@ -167,7 +167,7 @@ class Settings:
     redis_url: str | None = _option("CHATAPP_REDIS_URL", _url("redis", "rediss", "unix"), None, "Redis for scale-out; unset means the memory broker", secret=True)
     cors_origins: tuple[str, ...] = _option("CHATAPP_CORS_ORIGINS", _origins, (), "comma-separated origins allowed to call the API")
     rate_limit: str = _option("CHATAPP_RATE_LIMIT", _rate_limit, "30/minute", "per-owner limit on creating sessions and posting messages together, such as 30/minute or '10/second; 100/hour'")
-    address_rate_limit: str = _option("CHATAPP_ADDRESS_RATE_LIMIT", _rate_limit, "20/minute; 200/hour", "per client address (behind CHATAPP_TRUSTED_PROXIES the forwarded one): anonymous owners creating sessions, so dropping the cookie buys nothing")
+    address_rate_limit: str = _option("CHATAPP_ADDRESS_RATE_LIMIT", _rate_limit, "30/minute; 300/hour", "per client address (behind CHATAPP_TRUSTED_PROXIES the forwarded one): anonymous owners creating sessions, so dropping the cookie buys nothing")
     history_rate_limit: str = _option("CHATAPP_HISTORY_RATE_LIMIT", _rate_limit, "60/minute", "per-owner limit on history reads (GET /api/sessions/<id>)")
     history_page_messages: int = _option("CHATAPP_HISTORY_PAGE_MESSAGES", _integer(1), 50, "the most messages one history read returns; older ones by ?before=<cursor>")
     history_page_bytes: int = _option("CHATAPP_HISTORY_PAGE_BYTES", _integer(1024), 262_144, "the most UTF-8 bytes of messages one history read returns (always at least one message)")

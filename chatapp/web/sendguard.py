@@ -109,8 +109,13 @@ class SendGuard:
     def _abandon(self, sock: socket.socket) -> None:
         self.abandoned += 1
         log.info("abandoned %s after %.0f s", self.what, self.timeout)
+        # The OS socket under gevent's: gevent's own shutdown() wakes the blocked
+        # greenlet with EBADF, which gunicorn logs as an unexpected error with a traceback;
+        # the OS call wakes it as the kernel does, with the broken pipe (or end of file)
+        # that servers treat as a client gone.
+        raw = getattr(sock, "_sock", sock)
         try:
-            sock.shutdown(self.how)
+            raw.shutdown(self.how)
         except OSError:
             # Already closed by the client or the server: nothing left to free.
             pass
