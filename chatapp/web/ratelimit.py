@@ -96,9 +96,11 @@ def make_limiter(
         # A host's RATELIMIT_DEFAULT / RATELIMIT_APPLICATION are for its own limiter.
         default_limits_exempt_when=lambda: True,
         application_limits_exempt_when=lambda: True,
-        # A counting store that is down lets requests through (and logs it) rather than
-        # turning every chat into an error.
+        # A counting store that is down (or a Redis out of memory) lets requests through
+        # rather than turning every chat into an error: the counts move to this process's
+        # memory with one warning, and back once the store answers again.
         swallow_errors=True,
+        in_memory_fallback_enabled=True,
     )
     limiter.request_filter(lambda: request.blueprint != blueprint.name)
     limiter.shared_limit(settings.rate_limit, scope="writes", methods=["POST"], exempt_when=exempt)(blueprint)

@@ -94,7 +94,8 @@ class RedisBroker(Broker):
             now = time.monotonic()
             if now - self._full_logged >= FULL_LOG_EVERY_SECONDS:
                 self._full_logged = now
-                log.warning("redis is out of memory (maxmemory); refusing writes with 503 broker_full: %s", exc)
+                # The error names keys and values (owners, text): its type only.
+                log.warning("redis is out of memory (maxmemory): refusing writes with 503 broker_full (%s)", type(exc).__name__)
             raise ServiceUnavailableError(
                 "The chat store is full; try again in a minute.", code="broker_full", retry_after=60
             ) from exc
