@@ -87,6 +87,8 @@ def options_response() -> Response:
     if not allowed:
         return _error(404, "not_found", "There is no such API endpoint.")
     response = Response(status=204)
+    # No body, so no type: werkzeug's default would claim an HTML page.
+    response.headers.remove("Content-Type")
     response.headers["Allow"] = ", ".join(allowed)
     return response
 

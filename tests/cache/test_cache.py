@@ -15,6 +15,7 @@ from chatapp.errors import ProviderError
 from chatapp.providers.base import Completion, Provider
 from chatapp.turns import TurnRunner
 from tests.support.fakes import ScriptedProvider
+from tests.support.servers import FAST, ServerFactory
 
 # -- the key ------------------------------------------------------------------------------
 
@@ -284,3 +285,17 @@ def test_the_app_uses_redis_for_the_cache_with_a_redis_broker(redis_server) -> N
     assert isinstance(state.cache, RedisResponseCache)
     assert state.cache.client is state.broker.client
     state.broker.close()
+
+
+@pytest.mark.parametrize(("scope", "second_cached"), [(None, False), ("global", True)])
+def test_two_owners_asking_the_same_first_question(start_server: ServerFactory, scope: str | None, second_cached: bool) -> None:
+    """By default the second owner is not told (by a replay) that someone asked that."""
+    server = start_server({**FAST, **({"CHATAPP_CACHE_SCOPE": scope} if scope else {})})
+    cached = []
+    for _ in range(2):
+        with server.client() as owner:
+            session_id = owner.new_session()
+            owner.send_message(session_id, "what did my neighbour ask?")
+            with owner.open_stream(session_id) as stream:
+                cached.append(stream.until_end()[0].json()["cached"])
+    assert cached == [False, second_cached]

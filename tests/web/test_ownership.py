@@ -118,6 +118,27 @@ def test_real_server_sets_a_safe_owner_cookie(start_server: ServerFactory) -> No
     assert "secure" not in flags(cookie)
 
 
+@pytest.mark.parametrize("header", ["X-Forwarded-Proto: https", "X-Forwarded-Ssl: on", "X-Forwarded-Protocol: ssl"])
+def test_forwarded_headers_from_an_untrusted_client_change_nothing(start_server: ServerFactory, header: str) -> None:
+    # gunicorn itself believes these from 127.0.0.1 unless told otherwise; with
+    # CHATAPP_TRUSTED_PROXIES=0 (the default) nobody is believed.
+    server = start_server(FAST)
+    name, _, value = header.partition(": ")
+    spoofed = {name: value, "X-Forwarded-For": "203.0.113.9", "X-Forwarded-Host": "evil.example"}
+    response = httpx.post(server.base_url + "/api/sessions", json={}, headers=spoofed)
+    assert response.status_code == 201
+    assert "secure" not in flags(response.headers["set-cookie"])
+    # The URLs it answers with are this server's, not the claimed host's.
+    assert response.headers["location"].startswith("/api/sessions/") or response.headers["location"].startswith(server.base_url)
+
+
+def test_forwarded_headers_count_behind_trusted_proxies(start_server: ServerFactory) -> None:
+    server = start_server({**FAST, "CHATAPP_TRUSTED_PROXIES": "1"})
+    response = httpx.post(server.base_url + "/api/sessions", json={}, headers={"X-Forwarded-Proto": "https"})
+    assert response.status_code == 201
+    assert "secure" in flags(response.headers["set-cookie"])
+
+
 def test_the_owner_is_asked_once_per_request_even_inside_one_app_context() -> None:
     calls = []
     current = {"user": "alice"}
