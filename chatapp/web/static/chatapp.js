@@ -116,11 +116,17 @@
     });
   };
 
-  /** The session's history, or null (and the session forgotten) when it is gone. */
-  ChatAppClient.prototype.history = function () {
+  /**
+   * A page of the session's history, newest messages last, or null (and the session
+   * forgotten) when it is gone. Its `cursor`, when older messages exist, goes in
+   * options.before to get the page before it.
+   */
+  ChatAppClient.prototype.history = function (options) {
     var self = this;
     if (!self.sessionId) return Promise.resolve(null);
-    return self.request("GET", "/" + encodeURIComponent(self.sessionId)).then(null, function (error) {
+    var before = options && options.before;
+    var query = before ? "?before=" + encodeURIComponent(before) : "";
+    return self.request("GET", "/" + encodeURIComponent(self.sessionId) + query).then(null, function (error) {
       if (error.status === 404) {
         self._remember(null);
         return null;
