@@ -214,7 +214,7 @@ class MemoryBroker(Broker):
             if not owned:
                 del self._by_owner[session.owner]
         self._count(session, -session.size)
-        self.held -= _SESSION_COST + len(session.messages) * _MESSAGE_COST + session.log_cost
+        self.held -= _SESSION_COST + session.size + len(session.messages) * _MESSAGE_COST + session.log_cost
         session.deleted = True
         if session.turn is not None:
             session.turn.cancelled.set()
