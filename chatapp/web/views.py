@@ -209,12 +209,25 @@ def get_session(session_id: str) -> Response:
     page = app_state.broker.history_page(session_id, before=before, limit=limit, max_bytes=settings.history_page_bytes)
     if page is None:
         raise SessionNotFoundError()
-    return jsonify(
-        session_id=session_id,
-        messages=[m.to_dict() for m in page.messages],
-        generating=page.generating,
-        cursor=str(page.start) if page.start > 0 else None,
+    return _utf8_json(
+        {
+            "session_id": session_id,
+            "messages": [m.to_dict() for m in page.messages],
+            "generating": page.generating,
+            "cursor": str(page.start) if page.start > 0 else None,
+        }
     )
+
+
+def _utf8_json(body: dict[str, Any]) -> Response:
+    """JSON in UTF-8 rather than ``\\u`` escapes: a page of history in most scripts is then
+    about its stored size (the page bound), not two to six times it."""
+    try:
+        data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate (an upstream may send one) has no UTF-8: escape it all.
+        data = json.dumps(body, separators=(",", ":")).encode("ascii")
+    return Response(data, mimetype="application/json")
 
 
 def _whole_query(name: str, minimum: int, maximum: int | None) -> int | None:

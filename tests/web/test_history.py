@@ -55,8 +55,10 @@ def test_a_page_is_bounded_in_bytes_yet_holds_at_least_one_message() -> None:
     page = client.get(f"/api/sessions/{session_id}").get_json()
     # The reply fits; the 8,000-byte message before it does not join it.
     assert [m["role"] for m in page["messages"]] == ["assistant"] and page["cursor"] == "1"
-    older = client.get(f"/api/sessions/{session_id}?before=1").get_json()
-    assert older["messages"][0]["content"] == EMOJI * 2000 and older["cursor"] is None
+    older = client.get(f"/api/sessions/{session_id}?before=1")
+    assert older.get_json()["messages"][0]["content"] == EMOJI * 2000 and older.get_json()["cursor"] is None
+    # In UTF-8, about its stored size: not 12 bytes of escapes for every emoji.
+    assert b"\\u" not in older.data and len(older.data) < 8000 + 200
 
 
 def test_history_reads_are_rate_limited() -> None:
@@ -136,8 +138,10 @@ def test_a_plain_answer_nobody_reads_is_abandoned_after_the_send_timeout(start_s
         {
             **FAST,
             "CHATAPP_RATE_LIMIT": "1000/minute",
-            "CHATAPP_HISTORY_PAGE_BYTES": str(8 * 2**20),
-            "CHATAPP_MAX_SESSION_BYTES": str(8 * 2**20),
+            "CHATAPP_HISTORY_PAGE_BYTES": str(16 * 2**20),
+            "CHATAPP_HISTORY_PAGE_MESSAGES": "200",
+            "CHATAPP_MAX_SESSION_BYTES": str(16 * 2**20),
+            "CHATAPP_MAX_OWNER_BYTES": str(16 * 2**20),
             "CHATAPP_SEND_TIMEOUT_SECONDS": "1",
         }
     )
