@@ -47,9 +47,6 @@ def is_api_request() -> bool:
     return request.path == prefix or request.path.startswith(prefix + "/")
 
 
-_is_api_request = is_api_request
-
-
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
     response = jsonify(error={"code": code, "message": message})
     response.status_code = status
@@ -116,7 +113,7 @@ def handle_rate_limited(exc: RateLimitExceeded) -> Response:
 
 
 def handle_http_error(exc: HTTPException) -> Any:
-    if not _is_api_request():
+    if not is_api_request():
         # The page and static files are the host's site: its own handler, if any.
         handler = _host_handler(exc)
         return handler(exc) if handler is not None else exc
@@ -144,7 +141,7 @@ def _host_handler(exc: HTTPException) -> Any:
 
 
 def handle_unexpected(exc: Exception) -> Response:
-    if not _is_api_request() or current_app.testing or current_app.debug:
+    if not is_api_request() or current_app.testing or current_app.debug:
         raise exc
     log.exception("unhandled error on %s %s", request.method, request.path)
     return _error(500, "internal_error", "Something went wrong on our side.")
