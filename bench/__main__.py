@@ -55,6 +55,7 @@ def chatapp_env(size: dict[str, Any], *, workload: str) -> dict[str, str]:
         "CHATAPP_WORKER_CONNECTIONS": "12000",
         # The benchmark is one client opening thousands of streams: no limit may bite.
         "CHATAPP_RATE_LIMIT": "100000000/minute",
+        "CHATAPP_ADDRESS_RATE_LIMIT": "100000000/minute",
         "CHATAPP_MAX_STREAMS_PER_OWNER": "100000",
         # Every stream asks something new, and the cache is off besides: no replays.
         "CHATAPP_CACHE_TTL_SECONDS": "0",

@@ -169,7 +169,7 @@ function openStream(path, headers, { stamp }) {
 const prefix = cfg.prefix || "";
 
 async function createSession() {
-  const response = await request("POST", `${prefix}/api/sessions`);
+  const response = await request("POST", `${prefix}/api/sessions`, { "Content-Type": "application/json" }, "{}");
   if (response.status !== 201) throw new Error(`create session: ${response.status} ${response.body.slice(0, 200)}`);
   return { id: JSON.parse(response.body).session_id, cookie: response.cookies.join("; ") };
 }

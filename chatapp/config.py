@@ -111,6 +111,34 @@ def _rate_limit(raw: Any) -> str:
     return value
 
 
+def _metrics(raw: Any) -> str:
+    """off, on, or a bearer token that /metrics then asks for."""
+    if isinstance(raw, bool):
+        return "on" if raw else "off"
+    value = str(raw).strip()
+    lowered = value.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return "on"
+    if lowered in ("0", "false", "no", "off"):
+        return "off"
+    if len(value) < 16 or not re.fullmatch(r"[A-Za-z0-9._~+/=-]+", value):
+        raise ValueError("expected off, on, or a token of at least 16 letters, digits or -._~+/=")
+    return value
+
+
+def _frame_ancestors(raw: Any) -> str:
+    """A CSP frame-ancestors source list: 'none', 'self' and origins."""
+    items = str(raw).split()
+    if not items:
+        raise ValueError("expected 'none', 'self' or origins such as https://example.com")
+    for item in items:
+        if item not in ("'none'", "'self'") and not _ORIGIN.match(item.rstrip("/")):
+            raise ValueError(f"{item!r} is not 'none', 'self' or an origin like https://example.com")
+    if "'none'" in items and len(items) > 1:
+        raise ValueError("'none' stands alone")
+    return " ".join(items)
+
+
 def _url_prefix(raw: Any) -> str:
     value = str(raw).strip().rstrip("/")
     if value and (not value.startswith("/") or "//" in value or not re.fullmatch(r"[\w\-./~]+", value)):
@@ -139,10 +167,20 @@ class Settings:
     redis_url: str | None = _option("CHATAPP_REDIS_URL", _url("redis", "rediss", "unix", "redis+cluster", "rediss+cluster"), None, "Redis for scale-out (redis://, rediss://, unix://, or redis+cluster://host:port,host:port for a Redis Cluster); unset means the memory broker", secret=True)
     cors_origins: tuple[str, ...] = _option("CHATAPP_CORS_ORIGINS", _origins, (), "comma-separated origins allowed to call the API")
     rate_limit: str = _option("CHATAPP_RATE_LIMIT", _rate_limit, "30/minute", "per-owner limit on creating sessions and posting messages together, such as 30/minute or '10/second; 100/hour'")
+    address_rate_limit: str = _option("CHATAPP_ADDRESS_RATE_LIMIT", _rate_limit, "30/minute; 300/hour", "per client address (behind CHATAPP_TRUSTED_PROXIES the forwarded one): anonymous owners creating sessions, so dropping the cookie buys nothing")
+    history_rate_limit: str = _option("CHATAPP_HISTORY_RATE_LIMIT", _rate_limit, "60/minute", "per-owner limit on history reads (GET /api/sessions/<id>)")
+    history_page_messages: int = _option("CHATAPP_HISTORY_PAGE_MESSAGES", _integer(1), 50, "the most messages one history read returns; older ones by ?before=<cursor>")
+    history_page_bytes: int = _option("CHATAPP_HISTORY_PAGE_BYTES", _integer(1024), 262_144, "the most UTF-8 bytes of messages one history read returns (always at least one message)")
     heartbeat_seconds: float = _option("CHATAPP_HEARTBEAT_SECONDS", _number(positive=True), 15.0, "a `: ping` comment after this much silence")
     retry_ms: int = _option("CHATAPP_RETRY_MS", _integer(0), 3000, "reconnect delay sent to EventSource in the first frame")
-    max_message_chars: int = _option("CHATAPP_MAX_MESSAGE_CHARS", _integer(1), 32_000, "longest accepted message")
+    max_message_chars: int = _option("CHATAPP_MAX_MESSAGE_CHARS", _integer(1), 32_000, "longest accepted message, in characters")
+    max_message_bytes: int = _option("CHATAPP_MAX_MESSAGE_BYTES", _integer(1), 131_072, "longest accepted message, in UTF-8 bytes (413 message_too_long)")
+    max_session_bytes: int = _option("CHATAPP_MAX_SESSION_BYTES", _integer(1024), 2_097_152, "history one session may hold, in UTF-8 bytes; a reply stops (finish_reason length) where it would pass it, and a full chat refuses messages (413 history_too_large)")
+    max_owner_bytes: int = _option("CHATAPP_MAX_OWNER_BYTES", _integer(1024), 16_777_216, "history one owner may hold across their sessions, in UTF-8 bytes (413 quota_exceeded)")
+    max_process_bytes: int = _option("CHATAPP_MAX_PROCESS_BYTES", _integer(1_048_576), 268_435_456, "memory broker: what this process may hold in histories and event logs; past it new sessions and messages get 503 server_busy")
     cache_ttl_seconds: int = _option("CHATAPP_CACHE_TTL_SECONDS", _integer(0), 3600, "response cache lifetime; 0 disables")
+    cache_scope: str = _option("CHATAPP_CACHE_SCOPE", _choice("owner", "global"), "owner", "owner: a reply is replayed only to its own owner; global: to anyone asking the same, which reveals who asked what")
+    cache_max_bytes: int = _option("CHATAPP_CACHE_MAX_BYTES", _integer(0), 33_554_432, "memory cache: the most bytes of replies it keeps, least recently used out")
     demo_delay_ms: float = _option("CHATAPP_DEMO_DELAY_MS", _number(positive=False), 40.0, "demo provider: pause between words")
     demo_reply_words: int = _option("CHATAPP_DEMO_REPLY_WORDS", _integer(1), 60, "demo provider: words per reply")
     session_ttl_seconds: int = _option("CHATAPP_SESSION_TTL_SECONDS", _integer(1), 86_400, "idle sessions are forgotten after this")
@@ -153,13 +191,15 @@ class Settings:
     finish_grace_seconds: float = _option("CHATAPP_FINISH_GRACE_SECONDS", _number(positive=True), 2.0, "openai provider: how long a stream may stay open after its finish reason before the turn ends")
     upstream_timeout_seconds: float = _option("CHATAPP_UPSTREAM_TIMEOUT_SECONDS", _number(positive=True), 60.0, "longest upstream silence before upstream_timeout")
     max_streams_per_owner: int = _option("CHATAPP_MAX_STREAMS_PER_OWNER", _integer(1), 16, "open streams one owner may hold (with Redis, across every worker and host)")
-    send_timeout_seconds: float = _option("CHATAPP_SEND_TIMEOUT_SECONDS", _number(positive=True), 60.0, "a write to a client that stopped reading is abandoned after this")
+    send_timeout_seconds: float = _option("CHATAPP_SEND_TIMEOUT_SECONDS", _number(positive=True), 60.0, "a write to a client that stopped reading is abandoned after this (every response, streams or not)")
+    body_timeout_seconds: float = _option("CHATAPP_BODY_TIMEOUT_SECONDS", _number(positive=True), 20.0, "a request body not fully arrived after this is answered 408 and its connection closed")
     trusted_proxies: int = _option("CHATAPP_TRUSTED_PROXIES", _integer(0), 0, "standalone app: proxies in front whose X-Forwarded-* headers are believed")
     cookie_samesite: str = _option("CHATAPP_COOKIE_SAMESITE", _choice("lax", "strict", "none"), "lax", "standalone app: SameSite of the owner cookie; none also makes it Secure")
     stream_token_seconds: int = _option("CHATAPP_STREAM_TOKEN_SECONDS", _integer(0), 600, "lifetime of the signed token in each stream_url that opens the stream without a cookie; 0 issues none")
     secret_key: str | None = _option("CHATAPP_SECRET_KEY", _text, None, "signs the owner cookie; share it across workers and hosts", secret=True)
     url_prefix: str = _option("CHATAPP_URL_PREFIX", _url_prefix, "", "mount point of the page and API, such as /assistant")
-    metrics: bool = _option("CHATAPP_METRICS", _boolean, True, "serve Prometheus metrics at <prefix>/metrics")
+    frame_ancestors: str = _option("CHATAPP_FRAME_ANCESTORS", _frame_ancestors, "'self'", "who may show the page in a frame (CSP frame-ancestors): 'none', 'self' or origins of the hosts that embed it")
+    metrics: str = _option("CHATAPP_METRICS", _metrics, "on", "Prometheus metrics at <prefix>/metrics: off, on, or a token that it then asks for as Authorization: Bearer <token>", secret=True)
     metrics_dir: str | None = _option("PROMETHEUS_MULTIPROC_DIR", _text, None, "a directory shared by the workers so /metrics sums them all (prometheus_client's multiprocess mode)")
 
 

@@ -7,12 +7,14 @@
     ├── APIError                    an HTTP answer of the JSON API: status + code
     │   ├── InvalidRequestError     400 invalid_request
     │   ├── UnauthenticatedError    401 unauthenticated
+    │   ├── ForbiddenError          403 cross_origin_refused
     │   ├── SessionNotFoundError    404 session_not_found (also another owner's session)
+    │   ├── RequestTimeoutError     408 body_timeout: the request body stopped arriving
     │   ├── ConflictError           409 generation_in_progress / history_full / too_many_sessions
-    │   ├── PayloadTooLargeError    413 payload_too_large / message_too_long
+    │   ├── PayloadTooLargeError    413 payload_too_large / message_too_long / history_too_large / quota_exceeded
     │   ├── UnsupportedMediaError   415 unsupported_media_type
     │   ├── RateLimitedError        429 rate_limited / too_many_streams, with Retry-After
-    │   └── ServiceUnavailableError 503 broker_unavailable
+    │   └── ServiceUnavailableError 503 broker_unavailable / broker_full / server_busy, Retry-After when known
     └── ProviderError               a reply could not be generated; becomes an ``error`` event
         ├── UpstreamAuthError       upstream_auth: key missing, wrong or not allowed
         ├── UpstreamRateLimitedError  upstream_rate_limited: 429, or said so in the stream (retryable)
@@ -71,12 +73,22 @@ class UnauthenticatedError(APIError):
     code = "unauthenticated"
 
 
+class ForbiddenError(APIError):
+    status = 403
+    code = "cross_origin_refused"
+
+
 class SessionNotFoundError(APIError):
     status = 404
     code = "session_not_found"
 
     def __init__(self, message: str = "No such chat session.") -> None:
         super().__init__(message)
+
+
+class RequestTimeoutError(APIError):
+    status = 408
+    code = "body_timeout"
 
 
 class ConflictError(APIError):
@@ -109,8 +121,14 @@ class RateLimitedError(APIError):
 
 
 class ServiceUnavailableError(APIError):
+    """A dependency is down or full; ``retry_after`` (seconds) becomes ``Retry-After`` when set."""
+
     status = 503
     code = "broker_unavailable"
+
+    def __init__(self, message: str, *, code: str | None = None, retry_after: int | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
 
 
 class ProviderError(ChatAppError):

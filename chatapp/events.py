@@ -136,6 +136,7 @@ def interrupted(message_id: str) -> list[Draft]:
 # ASCII digits only (\d would take any script's digits) and nothing after them (not even
 # the newline that $ allows).
 _EVENT_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
+_ID_PART_MAX = 2**64 - 1
 
 
 def parse_event_id(value: str) -> tuple[int, int]:
@@ -143,7 +144,12 @@ def parse_event_id(value: str) -> tuple[int, int]:
     match = _EVENT_ID.fullmatch(value)
     if match is None:
         raise ValueError(f"not an event id: {value[:40]!r}")
-    return int(match.group(1)), int(match.group(2))
+    ms, seq = int(match.group(1)), int(match.group(2))
+    # Redis Stream ids are two unsigned 64-bit numbers; a larger one is no id of ours
+    # (Redis would refuse it with an error rather than read from it).
+    if ms > _ID_PART_MAX or seq > _ID_PART_MAX:
+        raise ValueError(f"not an event id: {value[:40]!r}")
+    return ms, seq
 
 
 class Event(tuple[str, str, str, bytes]):

@@ -13,7 +13,12 @@ it end as interrupted.
 
 With a response cache, an identical request (see :func:`~chatapp.cache.cache_key`)
 replays the stored reply as ``token`` events with ``"cached": true`` in ``start`` and
-never reaches the provider; only replies that ended with ``stop`` are stored.
+never reaches the provider; only replies that ended with ``stop`` are stored. The cache
+is scoped per owner unless ``cache_scope="global"``: a replay to anyone else would tell
+them that someone asked exactly that.
+
+A reply stops with ``finish_reason: "length"`` where it would take its session past
+``max_session_bytes``, so no single message, nor any history page, outgrows that bound.
 """
 
 from __future__ import annotations
@@ -25,9 +30,9 @@ from typing import Any
 
 from . import events
 from ._concurrency import spawn
-from .broker.base import Broker, Orphan, TurnHandle
+from .broker.base import MESSAGE_OVERHEAD, Broker, Orphan, TurnHandle, stored_size, utf8_size
 from .cache import CachedReply, ResponseCache, cache_key
-from .errors import ProviderError, ServerRestartingError
+from .errors import APIError, ProviderError, ServerRestartingError
 from .events import Draft
 from .metrics import Metrics, TurnWatch
 from .providers.base import ChatRequest, Completion, Provider, Reasoning, StreamItem
@@ -50,6 +55,9 @@ class TurnRunner:
         cache: ResponseCache | None = None,
         cache_ttl_seconds: float = 0,
         max_messages: int | None = None,
+        max_session_bytes: int | None = None,
+        max_owner_bytes: int | None = None,
+        cache_scope: str = "owner",
         continuation: str = "restart",
         metrics: Metrics | None = None,
     ) -> None:
@@ -62,6 +70,10 @@ class TurnRunner:
         self.cache_ttl_seconds = cache_ttl_seconds
         #: The most messages a session may hold; a turn that would pass it is refused.
         self.max_messages = max_messages
+        #: The most bytes a session's history, and an owner's sessions together, may hold.
+        self.max_session_bytes = max_session_bytes
+        self.max_owner_bytes = max_owner_bytes
+        self.cache_scope = cache_scope
         #: How a turn whose producer died goes on: prefill, restart or off.
         self.continuation = continuation
         broker.adopt_orphans(self.adopt if continuation != "off" else None)
@@ -93,9 +105,21 @@ class TurnRunner:
         ``name_session``: the ``start`` event carries the session id, for a session made
         by the same request as the turn (its client has not seen the id).
         """
-        turn = self.broker.begin_turn(session_id, text, max_messages=self.max_messages)
+        turn = self.broker.begin_turn(
+            session_id,
+            text,
+            max_messages=self.max_messages,
+            max_bytes=self.max_session_bytes,
+            max_owner_bytes=self.max_owner_bytes,
+        )
         spawn(self.run, turn, name_session, name="chatapp-turn")
         return turn
+
+    def _reply_allowance(self, turn: TurnHandle) -> int | None:
+        """UTF-8 bytes the reply may take before its session would pass its budget."""
+        if self.max_session_bytes is None:
+            return None
+        return self.max_session_bytes - sum(stored_size(m) for m in turn.history) - MESSAGE_OVERHEAD
 
     def run(self, turn: TurnHandle, name_session: bool = False) -> None:
         """Generate one reply into the broker. Never raises: every exit ends the turn."""
@@ -150,19 +174,38 @@ class TurnRunner:
         return ChatRequest(self.model, self.system_prompt, turn.history)
 
     def _generate(self, turn: TurnHandle, items: Iterator[StreamItem], reply: _Reply, watch: TurnWatch) -> None:
+        allowance = self._reply_allowance(turn)
+        if allowance is not None:
+            allowance -= sum(utf8_size(text) for text in (*reply.pieces, *reply.thought))
+        cut = False
         for item in items:
             if turn.cancelled.is_set():
                 break
             if isinstance(item, Completion):
                 reply.finish_reason, reply.usage = item.finish_reason, item.usage
-            elif isinstance(item, Reasoning):
-                if item.text:
-                    reply.thought.append(item.text)
-                    self.broker.publish(turn, [events.reasoning(item.text)])
-            elif item:
-                reply.pieces.append(item)
-                self.broker.publish(turn, [events.token(item)])
+                continue
+            text = item.text if isinstance(item, Reasoning) else item
+            if not text:
+                continue
+            if allowance is not None:
+                allowance -= utf8_size(text)
+                if allowance < 0:
+                    # The session's byte budget: the reply ends here, as at a model's own
+                    # length limit.
+                    cut = True
+                    break
+            if isinstance(item, Reasoning):
+                reply.thought.append(text)
+                self.broker.publish(turn, [events.reasoning(text)])
+            else:
+                reply.pieces.append(text)
+                self.broker.publish(turn, [events.token(text)])
                 watch.tokens(1)
+        close = getattr(items, "close", None)
+        if close is not None:
+            close()
+        if cut and not turn.cancelled.is_set():
+            reply.finish_reason, reply.usage = "length", None
         if turn.stopping:
             raise ServerRestartingError("The server restarted while replying; please try again.")
         if turn.cancelled.is_set():
@@ -195,6 +238,10 @@ class TurnRunner:
         reply.closing.append(events.end(turn.message_id, reply.finish_reason, reply.usage))
         try:
             self.broker.finish_turn(turn, "".join(reply.pieces), reply.closing, reasoning="".join(reply.thought))
+        except APIError as exc:
+            # The broker is down or full: it logs that itself; one line here. If the turn
+            # stays open, its lease lapses and another worker ends or takes it over.
+            log.warning("turn %s could not be finished: %s", turn.message_id, exc.code)
         except Exception:
             log.exception("turn %s could not be finished", turn.message_id)
         watch.finished(reply.finish_reason)
@@ -204,7 +251,8 @@ class TurnRunner:
     def _cache_key(self, turn: TurnHandle) -> str | None:
         if self.cache is None or not turn.history:
             return None
-        return cache_key(self.model, self.system_prompt, turn.history[:-1], turn.history[-1].content)
+        scope = turn.owner if self.cache_scope == "owner" else ""
+        return cache_key(self.model, self.system_prompt, turn.history[:-1], turn.history[-1].content, scope=scope)
 
     def _cache_get(self, key: str | None) -> CachedReply | None:
         if key is None or self.cache is None:

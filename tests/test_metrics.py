@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
-from chatapp import ChatApp, create_app
+from chatapp import ChatApp, ConfigError, create_app
 from tests.support.apps.failing import TimingOutProvider
 from tests.support.redis_server import RedisServer
 from tests.support.servers import ChatServer, ServerFactory, wait_for
@@ -112,7 +112,7 @@ def test_upstream_errors_by_code_and_registries_per_app() -> None:
     ChatApp(first, provider=TimingOutProvider())
     second = create_app({"TESTING": True, "CHATAPP_DEMO_DELAY_MS": 0})
     client = first.test_client()
-    session_id = client.post("/api/sessions").get_json()["session_id"]
+    session_id = client.post("/api/sessions", json={}).get_json()["session_id"]
     client.post(f"/api/sessions/{session_id}/messages", json={"message": "hi"})
     finished(client, session_id)
     samples = parse(client.get("/metrics").get_data(as_text=True))
@@ -142,6 +142,21 @@ def test_metrics_can_be_switched_off_and_follow_the_prefix() -> None:
     prefixed = create_app({"TESTING": True, "CHATAPP_URL_PREFIX": "/assistant"}).test_client()
     assert prefixed.get("/assistant/metrics").status_code == 200
     assert prefixed.get("/metrics").status_code == 404
+
+
+def test_metrics_behind_a_token_ask_for_it() -> None:
+    token = "s3cret-scrape-token-0123456789"
+    client = create_app({"TESTING": True, "CHATAPP_METRICS": token}).test_client()
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": token}, {"Authorization": f"Basic {token}"}):
+        refused = client.get("/metrics", headers=headers)
+        assert refused.status_code == 401 and refused.mimetype == "application/json"
+        assert refused.headers["WWW-Authenticate"].startswith("Bearer")
+        assert token not in refused.get_data(as_text=True)
+    allowed = client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+    assert allowed.status_code == 200 and b"chatapp_" in allowed.data
+    # A short token is refused at start-up: it would be guessed.
+    with pytest.raises(ConfigError, match="CHATAPP_METRICS is invalid"):
+        create_app({"TESTING": True, "CHATAPP_METRICS": "short"})
 
 
 # -- several workers: prometheus_client's multiprocess mode -------------------------------
@@ -212,7 +227,7 @@ def cookie_owner(client: httpx.Client) -> str:
 
 def test_request_ids_and_json_request_lines(server: ChatServer) -> None:
     with server.client() as client:
-        created = client.post("/api/sessions", headers={"X-Request-ID": "req-from-proxy-42"})
+        created = client.post("/api/sessions", json={}, headers={"X-Request-ID": "req-from-proxy-42"})
         assert created.headers["X-Request-ID"] == "req-from-proxy-42"
         session_id = created.json()["session_id"]
         bad = client.get(f"/api/sessions/{session_id}", headers={"X-Request-ID": 'evil" id' + "x" * 200})

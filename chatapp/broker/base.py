@@ -10,8 +10,10 @@ the same contract, checked by one test-suite run over all of them:
   (read again from the last one for the rest);
 - :meth:`Broker.read` blocks until an event arrives or the timeout passes, without
   polling, and returns an empty list on timeout;
-- one turn at a time per session: :meth:`Broker.begin_turn` is atomic, and so is its
-  check of the history bound;
+- one turn at a time per session: :meth:`Broker.begin_turn` is atomic, and so are its
+  checks of the history bounds (messages and bytes);
+- sizes are counted in UTF-8 bytes (:func:`stored_size`), never in characters, and text
+  is stored as UTF-8, never as ``\\u`` escapes;
 - a session untouched for the session TTL while no turn runs is gone, as if deleted.
 """
 
@@ -27,12 +29,35 @@ from .._concurrency import new_event
 from ..events import START, Draft, Event, parse_event_id
 
 __all__ = [
-    "HISTORY_FULL", "Broker", "Draft", "Event", "Message", "Orphan", "OrphanHandler", "Reader", "SessionInfo",
-    "TurnHandle", "parse_event_id",
+    "HISTORY_FULL",
+    "HISTORY_TOO_LARGE",
+    "QUOTA_EXCEEDED",
+    "Broker",
+    "Draft",
+    "Event",
+    "HistoryPage",
+    "Message",
+    "Orphan",
+    "OrphanHandler",
+    "Reader",
+    "SessionInfo",
+    "TurnHandle",
+    "parse_event_id",
+    "stale_resume",
+    "stored_size",
+    "utf8_size",
 ]
 
 #: The message of a ``history_full`` refusal, formatted with the bound.
 HISTORY_FULL = "This chat has reached its limit of {} messages; start a new chat to go on."
+#: The message of a ``history_too_large`` refusal, formatted with the bound in bytes.
+HISTORY_TOO_LARGE = "This chat holds as much text as one chat may ({} bytes); start a new chat to go on."
+#: The message of a ``quota_exceeded`` refusal, formatted with the bound in bytes.
+QUOTA_EXCEEDED = "Your chats hold as much text as one user may keep ({} bytes); delete a chat to make room."
+
+#: What a stored message costs beyond its text: its id, role and framing, about as much
+#: as its JSON adds on Redis.
+MESSAGE_OVERHEAD = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,12 +75,33 @@ class Message:
         return data
 
 
+def utf8_size(text: str) -> int:
+    """``text``'s length in UTF-8 bytes, without encoding ASCII (most tokens) at all."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def stored_size(message: Message) -> int:
+    """What ``message`` counts against the byte budgets: its text in UTF-8, plus framing."""
+    return utf8_size(message.content) + utf8_size(message.reasoning or "") + MESSAGE_OVERHEAD
+
+
 @dataclass(frozen=True, slots=True)
 class SessionInfo:
     session_id: str
     owner: str
     messages: tuple[Message, ...]
     generating: bool
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    """A page of a session's history: the newest messages before a position, in order."""
+
+    messages: tuple[Message, ...]
+    generating: bool
+    #: The position of ``messages[0]`` in the history; ``before=start`` asks for the
+    #: older ones, and 0 means there are none.
+    start: int
 
 
 @dataclass(slots=True)
@@ -68,6 +114,8 @@ class TurnHandle:
     # Made when a turn starts, not when this module is imported: gevent's Event once
     # the worker has patched threading.
     cancelled: threading.Event = field(default_factory=new_event)
+    #: The session's owner (the response cache is scoped by it).
+    owner: str = ""
     #: Set with ``cancelled`` when another worker took the turn over (this producer was
     #: thought dead): the turn must stop without ending, since it is no longer ours.
     superseded: bool = False
@@ -150,17 +198,46 @@ class Broker(ABC):
     def get_session(self, session_id: str) -> SessionInfo | None:
         """The session, or ``None`` when it does not exist (or expired)."""
 
+    def history_page(self, session_id: str, *, before: int | None, limit: int, max_bytes: int) -> HistoryPage | None:
+        """The newest messages before position ``before`` (the end when ``None``): at most
+        ``limit`` of them and ``max_bytes`` of :func:`stored_size`, yet at least one.
+
+        ``None`` when the session does not exist. Backends override it to read only the
+        page; this default reads the whole history.
+        """
+        session = self.get_session(session_id)
+        if session is None:
+            return None
+        return page_of(session.messages, session.generating, before=before, limit=limit, max_bytes=max_bytes)
+
+    def owner_bytes(self, owner: str) -> int:
+        """The :func:`stored_size` of all of ``owner``'s live sessions' history, together."""
+        return 0
+
     @abstractmethod
     def delete_session(self, session_id: str) -> bool:
         """Forget the session, cancelling its turn and ending its readers."""
 
     @abstractmethod
-    def begin_turn(self, session_id: str, text: str, *, max_messages: int | None = None) -> TurnHandle:
+    def begin_turn(
+        self,
+        session_id: str,
+        text: str,
+        *,
+        max_messages: int | None = None,
+        max_bytes: int | None = None,
+        max_owner_bytes: int | None = None,
+    ) -> TurnHandle:
         """Store the user's message and open a new turn.
 
         Raises :class:`~chatapp.errors.ConflictError` when a turn is already running
         (``generation_in_progress``) or when the history could not take this message
-        and its reply within ``max_messages`` (``history_full``; nothing is stored), and
+        and its reply within ``max_messages`` (``history_full``);
+        :class:`~chatapp.errors.PayloadTooLargeError` when the history with this
+        message would pass ``max_bytes`` (``history_too_large``) or the owner's sessions
+        together ``max_owner_bytes`` (``quota_exceeded``); a backend holding the data in
+        this process may refuse with :class:`~chatapp.errors.ServiceUnavailableError`
+        (``server_busy``). Nothing is stored when refused. Raises
         :class:`~chatapp.errors.SessionNotFoundError` when the session is gone.
         """
 
@@ -242,3 +319,15 @@ class Broker(ABC):
 
     def close(self) -> None:
         """Release connections; the default holds none."""
+
+
+def page_of(messages: Sequence[Message], generating: bool, *, before: int | None, limit: int, max_bytes: int) -> HistoryPage:
+    """The page of ``messages`` that :meth:`Broker.history_page` describes."""
+    end = len(messages) if before is None else max(0, min(before, len(messages)))
+    start, size = end, 0
+    while start > 0 and end - start < limit:
+        size += stored_size(messages[start - 1])
+        if size > max_bytes and start < end:
+            break
+        start -= 1
+    return HistoryPage(tuple(messages[start:end]), generating, start)

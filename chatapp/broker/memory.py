@@ -4,6 +4,12 @@ One process only: a second gunicorn worker would hold different sessions, so the
 gunicorn config refuses to start several workers with it. It uses :mod:`threading`
 primitives, which gevent's monkey-patching turns into greenlet-aware ones, so the same
 code blocks a greenlet under gunicorn's gevent worker and a thread under gthread.
+
+Everything it holds is counted in bytes as it is stored: each session's history (the
+budgets per session and per owner), and, for the budget of the whole process
+(``max_bytes``), the event logs and what Python adds around every object. Past that
+budget, new sessions and messages are refused with 503 ``server_busy`` before the
+process grows further.
 """
 
 from __future__ import annotations
@@ -15,10 +21,23 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 
 from .._concurrency import plain_lock
-from ..errors import ConflictError, SessionNotFoundError
+from ..errors import ConflictError, PayloadTooLargeError, ServiceUnavailableError, SessionNotFoundError
 from ..events import Draft, Event, parse_event_id
 from ..sse import encode_event
-from .base import HISTORY_FULL, Broker, Message, Reader, SessionInfo, TurnHandle, stale_resume
+from .base import (
+    HISTORY_FULL,
+    HISTORY_TOO_LARGE,
+    QUOTA_EXCEEDED,
+    Broker,
+    HistoryPage,
+    Message,
+    Reader,
+    SessionInfo,
+    TurnHandle,
+    page_of,
+    stale_resume,
+    stored_size,
+)
 
 __all__ = ["MemoryBroker"]
 
@@ -27,17 +46,30 @@ _SWEEP_EVERY_SECONDS = 60.0
 #: never holds Events for all of it at once (a reader who stopped reading would keep them).
 _READ_MAX = 1024
 
+# What Python holds beyond the counted bytes, measured on CPython 3.11 and rounded up so
+# that the count stays above the real size: a session (its object, lock-free Event,
+# lists and index entries), a history message (its object, id and string headers), a
+# logged event (its tuple, id, key and string headers, besides its data and frame).
+_SESSION_COST = 2048
+_MESSAGE_COST = 256
+_EVENT_COST = 384
+#: How long a refusal for a full process asks clients to wait.
+_BUSY_RETRY_SECONDS = 30
+
 
 class _Session:
     __slots__ = (
         "changed",
         "deleted",
         "dropped",
+        "event_costs",
         "events",
         "keys",
         "last_key",
+        "log_cost",
         "messages",
         "owner",
+        "size",
         "touched",
         "turn",
         "turn_start",
@@ -47,6 +79,10 @@ class _Session:
     def __init__(self, owner: str) -> None:
         self.owner = owner
         self.messages: list[Message] = []
+        #: The history's :func:`stored_size`, and the log's cost to this process.
+        self.size = 0
+        self.log_cost = 0
+        self.event_costs: list[int] = []
         # The log keeps the previous turn and the current one, so a slow reader of the
         # previous turn still finds its ``end`` after the next turn has begun. Each entry
         # is a plain ``(id, event, data, frame)`` tuple rather than an :class:`Event`:
@@ -80,13 +116,17 @@ class _Session:
 class MemoryBroker(Broker):
     name = "memory"
 
-    def __init__(self, *, session_ttl_seconds: float = 86_400) -> None:
+    def __init__(self, *, session_ttl_seconds: float = 86_400, max_bytes: int | None = None) -> None:
         self._sessions: dict[str, _Session] = {}
         # Session ids by owner, so counting an owner's sessions does not scan them all.
         self._by_owner: dict[str, set[str]] = {}
+        self._owner_bytes: dict[str, int] = {}
         self._lock = plain_lock()
         self._ttl = session_ttl_seconds
         self._swept = time.monotonic()
+        #: The budget of this process, and what is held against it now.
+        self.max_bytes = max_bytes
+        self.held = 0
 
     # -- sessions ---------------------------------------------------------------------
 
@@ -94,9 +134,21 @@ class MemoryBroker(Broker):
         session_id = secrets.token_urlsafe(16)
         with self._lock:
             self._sweep()
+            self._refuse_past_budget(_SESSION_COST)
             self._sessions[session_id] = _Session(owner)
             self._by_owner.setdefault(owner, set()).add(session_id)
+            self.held += _SESSION_COST
         return session_id
+
+    def _refuse_past_budget(self, cost: int) -> None:
+        if self.max_bytes is not None and self.held + cost > self.max_bytes:
+            # Refused before anything is stored: the process stays within its budget
+            # (running replies finish, each within its session's budget).
+            raise ServiceUnavailableError(
+                "The server holds as many chats as it may right now; try again later.",
+                code="server_busy",
+                retry_after=_BUSY_RETRY_SECONDS,
+            )
 
     def count_sessions(self, owner: str) -> int:
         with self._lock:
@@ -126,6 +178,20 @@ class MemoryBroker(Broker):
             session.touched = time.monotonic()
             return SessionInfo(session_id, session.owner, tuple(session.messages), session.turn is not None)
 
+    def history_page(self, session_id: str, *, before: int | None, limit: int, max_bytes: int) -> HistoryPage | None:
+        with self._lock:
+            session = self._live(session_id)
+            if session is None:
+                return None
+            session.touched = time.monotonic()
+            return page_of(session.messages, session.turn is not None, before=before, limit=limit, max_bytes=max_bytes)
+
+    def owner_bytes(self, owner: str) -> int:
+        with self._lock:
+            for session_id in list(self._by_owner.get(owner, ())):
+                self._live(session_id)
+            return self._owner_bytes.get(owner, 0)
+
     def delete_session(self, session_id: str) -> bool:
         with self._lock:
             if self._live(session_id) is None:
@@ -148,6 +214,8 @@ class MemoryBroker(Broker):
             owned.discard(session_id)
             if not owned:
                 del self._by_owner[session.owner]
+        self._count(session, -session.size)
+        self.held -= _SESSION_COST + session.size + len(session.messages) * _MESSAGE_COST + session.log_cost
         session.deleted = True
         if session.turn is not None:
             session.turn.cancelled.set()
@@ -166,7 +234,17 @@ class MemoryBroker(Broker):
 
     # -- turns ------------------------------------------------------------------------
 
-    def begin_turn(self, session_id: str, text: str, *, max_messages: int | None = None) -> TurnHandle:
+    def begin_turn(
+        self,
+        session_id: str,
+        text: str,
+        *,
+        max_messages: int | None = None,
+        max_bytes: int | None = None,
+        max_owner_bytes: int | None = None,
+    ) -> TurnHandle:
+        message = Message(_message_id(), "user", text)
+        size = stored_size(message)
         with self._lock:
             session = self._require(session_id)
             if session.turn is not None:
@@ -174,15 +252,39 @@ class MemoryBroker(Broker):
             # The message and its reply must both fit.
             if max_messages is not None and len(session.messages) + 2 > max_messages:
                 raise ConflictError(HISTORY_FULL.format(max_messages), code="history_full")
-            session.messages.append(Message(_message_id(), "user", text))
+            if max_bytes is not None and session.size + size > max_bytes:
+                raise PayloadTooLargeError(HISTORY_TOO_LARGE.format(max_bytes), code="history_too_large")
+            if max_owner_bytes is not None and self._owner_bytes.get(session.owner, 0) + size > max_owner_bytes:
+                raise PayloadTooLargeError(QUOTA_EXCEEDED.format(max_owner_bytes), code="quota_exceeded")
+            self._refuse_past_budget(size + _MESSAGE_COST)
+            self._store(session, message)
             drop = session.turn_start
             del session.events[:drop], session.keys[:drop]
+            dropped_cost = sum(session.event_costs[:drop])
+            del session.event_costs[:drop]
+            session.log_cost -= dropped_cost
+            self.held -= dropped_cost
             session.dropped += drop
             session.turn_start = len(session.events)
             session.touched = time.monotonic()
-            turn = TurnHandle(session_id, _message_id(), tuple(session.messages))
+            turn = TurnHandle(session_id, _message_id(), tuple(session.messages), owner=session.owner)
             session.turn = turn
             return turn
+
+    def _store(self, session: _Session, message: Message) -> None:
+        session.messages.append(message)
+        size = stored_size(message)
+        session.size += size
+        self._count(session, size)
+        self.held += size + _MESSAGE_COST
+
+    def _count(self, session: _Session, size: int) -> None:
+        """Add ``size`` to the session owner's bytes; an owner at zero is forgotten."""
+        total = self._owner_bytes.get(session.owner, 0) + size
+        if total > 0:
+            self._owner_bytes[session.owner] = total
+        else:
+            self._owner_bytes.pop(session.owner, None)
 
     def publish(self, turn: TurnHandle, events: Sequence[Draft]) -> None:
         with self._lock:
@@ -197,7 +299,7 @@ class MemoryBroker(Broker):
             if session is None or session.turn is not turn:
                 return
             if reply or reasoning:
-                session.messages.append(Message(turn.message_id, "assistant", reply, reasoning or None))
+                self._store(session, Message(turn.message_id, "assistant", reply, reasoning or None))
             session.turn = None
             session.touched = time.monotonic()
             self._append(session, events)
@@ -238,19 +340,26 @@ class MemoryBroker(Broker):
             session.turn.cancelled.set()
             return True
 
-    @staticmethod
-    def _append(session: _Session, events: Sequence[Draft]) -> None:
+    def _append(self, session: _Session, events: Sequence[Draft]) -> None:
         # Once per token: ids are "<ms>-<seq>", the sequence counting within a millisecond.
         now = time.time_ns() // 1_000_000
         ms, seq = session.last_key
+        added = 0
         for name, data in events:
             if now > ms:
                 ms, seq = now, 0
             else:
                 seq += 1
             event_id = f"{ms}-{seq}"
-            session.events.append((event_id, name, data, encode_event(name, event_id, data)))
+            frame = encode_event(name, event_id, data)
+            session.events.append((event_id, name, data, frame))
             session.keys.append((ms, seq))
+            # The data is text (up to 4 bytes a character in memory), the frame bytes.
+            cost = _EVENT_COST + 4 * len(data) + len(frame)
+            session.event_costs.append(cost)
+            added += cost
+        session.log_cost += added
+        self.held += added
         session.last_key = (ms, seq)
         if session.waiting:
             session.wake_readers()

@@ -26,7 +26,7 @@ from ..broker.base import Message
 __all__ = ["CachedReply", "ResponseCache", "cache_key"]
 
 #: Bumped when the key's input or the stored value changes shape, so old entries miss.
-_KEY_VERSION = 1
+_KEY_VERSION = 2
 
 
 class CachedReply(TypedDict):
@@ -37,15 +37,17 @@ class CachedReply(TypedDict):
     reasoning: NotRequired[list[str]]
 
 
-def cache_key(model: str, system_prompt: str, history: Sequence[Message], message: str) -> str:
+def cache_key(model: str, system_prompt: str, history: Sequence[Message], message: str, *, scope: str = "") -> str:
     """The sha256 of a canonical JSON of everything that decides the reply.
 
     ``history`` is what came before ``message``; message ids are left out, since they
-    differ in every session while the conversation may be the same.
+    differ in every session while the conversation may be the same. ``scope`` (the owner,
+    unless the cache is global) keeps one owner's replies from answering another.
     """
     canonical = json.dumps(
         {
             "v": _KEY_VERSION,
+            "scope": scope,
             "model": model,
             "system": system_prompt,
             "history": [[m.role, m.content] for m in history],

@@ -28,10 +28,12 @@ __all__ = [
     "bind",
     "child_exit",
     "control_socket_disable",
+    "forwarded_allow_ips",
     "graceful_timeout",
     "on_starting",
     "post_fork",
     "post_worker_init",
+    "secure_scheme_headers",
     "when_ready",
     "worker_class",
     "worker_connections",
@@ -72,6 +74,12 @@ graceful_timeout = _server.graceful_timeout
 # The control socket (gunicorn 24+) has one fixed default path per user, which two
 # servers on one machine would fight over; chatapp does not use it.
 control_socket_disable = True
+# gunicorn itself believes X-Forwarded-Proto (and -Ssl, -Protocol) from 127.0.0.1 by
+# default, so any local client could make a request https and its cookie Secure. Forwarded
+# headers count only through the app's CHATAPP_TRUSTED_PROXIES (werkzeug's ProxyFix, which
+# also takes the client's address and host from them); gunicorn believes none.
+forwarded_allow_ips = ""
+secure_scheme_headers: dict[str, str] = {}
 # gunicorn's own default is WEB_CONCURRENCY or 1, and a command line --workers overrides
 # this. With Redis sharing the sessions, default to a worker per core.
 workers = _server.workers or (multiprocessing.cpu_count() if _app_settings_redis() else 1)

@@ -194,7 +194,7 @@ class ChatAPI:
         return self.http.get(self.url("/healthz"))
 
     def create_session(self) -> dict[str, Any]:
-        response = self.http.post(self.url("/api/sessions"))
+        response = self.http.post(self.url("/api/sessions"), json={})
         _raise_for_error(response)
         return response.json()
 

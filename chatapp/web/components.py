@@ -17,7 +17,7 @@ def make_broker(settings: Settings) -> Broker:
         return RedisBroker(settings.redis_url, session_ttl_seconds=settings.session_ttl_seconds)
     from ..broker.memory import MemoryBroker
 
-    return MemoryBroker(session_ttl_seconds=settings.session_ttl_seconds)
+    return MemoryBroker(session_ttl_seconds=settings.session_ttl_seconds, max_bytes=settings.max_process_bytes)
 
 
 def make_provider(settings: Settings) -> Provider:
@@ -43,4 +43,4 @@ def make_cache(settings: Settings, broker: Broker) -> ResponseCache | None:
         return RedisResponseCache(broker.client)
     from ..cache.memory import MemoryResponseCache
 
-    return MemoryResponseCache()
+    return MemoryResponseCache(max_bytes=settings.cache_max_bytes)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import weakref
 from collections import ChainMap
 from typing import Any
@@ -19,6 +20,7 @@ from ..turns import TurnRunner
 from . import lifecycle
 from .components import make_broker, make_cache, make_provider
 from .cors import CorsPolicy
+from .origin import origin_refused
 from .owner import OwnerCallable, anonymous_owner, current_owner
 from .ratelimit import make_limiter
 from .sendguard import SendGuard
@@ -99,6 +101,9 @@ class ChatApp:
             cache=cache,
             cache_ttl_seconds=settings.cache_ttl_seconds,
             max_messages=settings.max_session_messages,
+            max_session_bytes=settings.max_session_bytes,
+            max_owner_bytes=settings.max_owner_bytes,
+            cache_scope=settings.cache_scope,
             continuation=settings.continuation,
             metrics=metrics,
         )
@@ -112,11 +117,19 @@ class ChatApp:
                 broker, options, guard=SendGuard(settings.send_timeout_seconds), metrics=metrics, producing=runner.producing
             ),
             owner=self._owner or anonymous_owner,
-            limiter=make_limiter(app, bp, settings, current_owner),
+            limiter=make_limiter(
+                app,
+                bp,
+                settings,
+                current_owner,
+                anonymous=lambda: self._owner is None,
+                refused=lambda: origin_refused(settings.cors_origins),
+            ),
             cors=CorsPolicy(settings.cors_origins),
             tokens=StreamTokens(settings.stream_token_seconds, settings.secret_key),
             cache=cache,
             metrics=metrics,
+            body_guard=SendGuard(settings.body_timeout_seconds, how=socket.SHUT_RD, what="a request body that stopped arriving"),
         )
         lifecycle.register(app.extensions["chatapp"])
         app.register_blueprint(bp, url_prefix=settings.url_prefix or None)

@@ -15,12 +15,13 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 from flask_limiter import RateLimitExceeded
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge, default_exceptions
+from werkzeug.routing import RequestRedirect
 
-from ..errors import APIError, RateLimitedError
+from ..errors import APIError, RateLimitedError, ServiceUnavailableError
 from .ratelimit import rate_limited_error
 from .state import state
 
-__all__ = ["ALL_METHODS", "register", "unmatched_api_request"]
+__all__ = ["ALL_METHODS", "is_api_request", "options_response", "register", "routing_error", "unmatched_api_request"]
 
 log = logging.getLogger("chatapp.api")
 
@@ -40,7 +41,8 @@ def register(bp: Blueprint) -> None:
     bp.register_error_handler(Exception, handle_unexpected)
 
 
-def _is_api_request() -> bool:
+def is_api_request() -> bool:
+    """Whether the request is for a path under chatapp's ``api/``."""
     prefix = url_for("chatapp.create_session").rsplit("/", 1)[0]
     return request.path == prefix or request.path.startswith(prefix + "/")
 
@@ -53,8 +55,8 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
     return response
 
 
-def unmatched_api_request() -> Response:
-    """404 for an unknown API path, 405 (with ``Allow``) for a known one's wrong method."""
+def _allowed_methods() -> list[str]:
+    """The methods a route of ours (not the catch-all) takes on this path."""
     adapter = current_app.url_map.bind_to_environ(request.environ)
     allowed = []
     for method in ALL_METHODS:
@@ -62,15 +64,47 @@ def unmatched_api_request() -> Response:
             endpoint, _ = adapter.match(request.path, method=method)
         except HTTPException:
             continue
-        if endpoint != request.endpoint:
+        if endpoint != "chatapp.api_fallback":
             allowed.append(method)
+    return allowed
+
+
+def unmatched_api_request() -> Response:
+    """404 for an unknown API path, 405 (with ``Allow``) for a known one's wrong method."""
+    allowed = _allowed_methods()
     if allowed:
         return _error(405, "method_not_allowed", f"{request.method} is not allowed here.", {"Allow": ", ".join(allowed)})
     return _error(404, "not_found", "There is no such API endpoint.")
 
 
+def options_response() -> Response:
+    """``OPTIONS`` under ``api/``: 204 with the methods the path really takes (CORS adds
+    its preflight headers for listed origins), 404 for an unknown path."""
+    allowed = _allowed_methods()
+    if not allowed:
+        return _error(404, "not_found", "There is no such API endpoint.")
+    response = Response(status=204)
+    # No body, so no type: werkzeug's default would claim an HTML page.
+    response.headers.remove("Content-Type")
+    response.headers["Allow"] = ", ".join(allowed)
+    return response
+
+
+def routing_error(exc: HTTPException) -> Response | None:
+    """A routing error under ``api/`` (a method no route takes, a path no route can
+    match), in JSON rather than the host's or werkzeug's HTML; ``None`` for a redirect."""
+    if isinstance(exc, RequestRedirect):
+        return None
+    if isinstance(exc, MethodNotAllowed):
+        allowed = [m for m in exc.valid_methods or () if m in ALL_METHODS] or ["OPTIONS"]
+        return _error(405, "method_not_allowed", f"{request.method} is not allowed here.", {"Allow": ", ".join(allowed)})
+    response: Response = handle_http_error(exc)
+    return response
+
+
 def handle_api_error(exc: APIError) -> Response:
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimitedError) else None
+    retry_after = exc.retry_after if isinstance(exc, (RateLimitedError, ServiceUnavailableError)) else None
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
     return _error(exc.status, exc.code, exc.message, headers)
 
 
@@ -79,7 +113,7 @@ def handle_rate_limited(exc: RateLimitExceeded) -> Response:
 
 
 def handle_http_error(exc: HTTPException) -> Any:
-    if not _is_api_request():
+    if not is_api_request():
         # The page and static files are the host's site: its own handler, if any.
         handler = _host_handler(exc)
         return handler(exc) if handler is not None else exc
@@ -107,7 +141,7 @@ def _host_handler(exc: HTTPException) -> Any:
 
 
 def handle_unexpected(exc: Exception) -> Response:
-    if not _is_api_request() or current_app.testing or current_app.debug:
+    if not is_api_request() or current_app.testing or current_app.debug:
         raise exc
     log.exception("unhandled error on %s %s", request.method, request.path)
     return _error(500, "internal_error", "Something went wrong on our side.")

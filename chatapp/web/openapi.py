@@ -28,13 +28,16 @@ _STREAM_URL = {
 }
 
 _ERRORS = {
-    "400": "invalid request: a bad or unreadable body, a bad field, or a bad Last-Event-ID",
+    "400": "invalid request: a bad or unreadable body, a bad field or query parameter, or a bad Last-Event-ID",
     "401": "the host's owner callable found nobody signed in",
+    "403": "cross_origin_refused: a state-changing request from a page of another origin",
     "404": "no such session (also another owner's session)",
+    "408": "body_timeout: the request body stopped arriving",
     "409": "a reply is being generated, the chat is full, or the owner has too many chats",
-    "413": "the message or the body is too large",
+    "413": "the message or the body is too large, or the chat (history_too_large) or the owner's chats (quota_exceeded) hold as many bytes as they may",
     "415": "the body is not application/json",
     "429": "rate limited or too many open streams; see Retry-After",
+    "503": "the store is down (broker_unavailable) or full (broker_full, server_busy); see Retry-After",
 }
 
 
@@ -42,7 +45,7 @@ def _errors(*statuses: str) -> dict[str, Any]:
     responses: dict[str, Any] = {}
     for status in statuses:
         response = _json(_ref("Error"), _ERRORS[status])
-        if status == "429":
+        if status in ("429", "503"):
             response["headers"] = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "string"}}}
         responses[status] = response
     return responses
@@ -89,12 +92,17 @@ def openapi_document(prefix: str, *, max_message_chars: int | None = None) -> di
                 "post": {
                     "operationId": "createSession",
                     "summary": "create a chat session owned by the caller",
+                    "requestBody": {
+                        "required": False,
+                        "description": "{} (or no body at all), sent as application/json",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    },
                     "responses": {
                         "201": {
                             **_json(_ref("SessionCreated"), "created"),
                             "headers": {"Location": {"description": "the session's URL", "schema": {"type": "string"}}},
                         },
-                        **_errors("401", "409", "429"),
+                        **_errors("400", "401", "403", "408", "409", "413", "415", "429", "503"),
                     },
                 }
             },
@@ -102,13 +110,29 @@ def openapi_document(prefix: str, *, max_message_chars: int | None = None) -> di
                 "parameters": [session_id],
                 "get": {
                     "operationId": "getSession",
-                    "summary": "the session's history",
-                    "responses": {"200": _json(_ref("History"), "the history"), **_errors("401", "404")},
+                    "summary": "a page of the session's history: the newest messages, and a cursor for older ones",
+                    "parameters": [
+                        {
+                            "name": "before",
+                            "in": "query",
+                            "required": False,
+                            "description": "a cursor from a page: the messages before it",
+                            "schema": {"type": "string"},
+                        },
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "required": False,
+                            "description": "the most messages to return, up to CHATAPP_HISTORY_PAGE_MESSAGES",
+                            "schema": {"type": "string"},
+                        },
+                    ],
+                    "responses": {"200": _json(_ref("History"), "a page of the history"), **_errors("400", "401", "404", "429", "503")},
                 },
                 "delete": {
                     "operationId": "deleteSession",
                     "summary": "forget the session",
-                    "responses": {"204": {"description": "deleted"}, **_errors("401", "404")},
+                    "responses": {"204": {"description": "deleted"}, **_errors("401", "403", "404", "408", "413", "503")},
                 },
             },
             f"{api}/sessions/{{session_id}}/messages": {
@@ -124,7 +148,7 @@ def openapi_document(prefix: str, *, max_message_chars: int | None = None) -> di
                     "responses": {
                         "200": _TURN_STREAM,
                         "202": _json(_ref("MessagePosted"), "the reply is being generated"),
-                        **_errors("400", "401", "404", "409", "413", "415", "429"),
+                        **_errors("400", "401", "403", "404", "408", "409", "413", "415", "429", "503"),
                     },
                 },
             },
@@ -179,7 +203,7 @@ def openapi_document(prefix: str, *, max_message_chars: int | None = None) -> di
                             "content": {"text/event-stream": {"schema": {"type": "string"}}},
                         },
                         "204": {"description": "nothing newer and nothing coming"},
-                        **_errors("400", "401", "404", "429"),
+                        **_errors("400", "401", "404", "429", "503"),
                     },
                 },
             },
@@ -188,7 +212,7 @@ def openapi_document(prefix: str, *, max_message_chars: int | None = None) -> di
                 "post": {
                     "operationId": "cancelReply",
                     "summary": "stop the reply being generated",
-                    "responses": {"202": _json(_ref("Cancelled"), "asked to stop"), **_errors("401", "404")},
+                    "responses": {"202": _json(_ref("Cancelled"), "asked to stop"), **_errors("401", "403", "404", "408", "413", "503")},
                 },
             },
             f"{prefix}/healthz": {
@@ -204,6 +228,7 @@ def openapi_document(prefix: str, *, max_message_chars: int | None = None) -> di
                     "summary": "Prometheus metrics of this app, in the text exposition format",
                     "responses": {
                         "200": {"description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}},
+                        "401": _json(_ref("Error"), "CHATAPP_METRICS is a token, and Authorization: Bearer <token> did not carry it"),
                         "404": {"description": "metrics are turned off (CHATAPP_METRICS=off)"},
                     },
                 }
@@ -245,11 +270,15 @@ def openapi_document(prefix: str, *, max_message_chars: int | None = None) -> di
                 },
                 "History": {
                     "type": "object",
-                    "required": ["session_id", "messages", "generating", "stream_url"],
+                    "required": ["session_id", "messages", "generating", "cursor", "stream_url"],
                     "properties": {
                         "session_id": {"type": "string"},
                         "messages": {"type": "array", "items": _ref("Message")},
                         "generating": {"type": "boolean"},
+                        "cursor": {
+                            "type": ["string", "null"],
+                            "description": "older messages exist: ?before=<cursor> gets the page before this one",
+                        },
                         "stream_url": _STREAM_URL,
                     },
                 },

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass, field
 
 from flask import current_app
@@ -15,6 +16,7 @@ from ..providers.base import Provider
 from ..turns import TurnRunner
 from .cors import CorsPolicy
 from .owner import OwnerCallable
+from .sendguard import SendGuard
 from .streaming import Streams
 from .tokens import StreamTokens
 
@@ -39,6 +41,8 @@ class ChatAppState:
     cache: ResponseCache | None = None
     #: This app's Prometheus registry and recording API (``metrics.cache_hit()``, ...).
     metrics: Metrics = field(default_factory=Metrics)
+    #: The deadline on request bodies (``CHATAPP_BODY_TIMEOUT_SECONDS``).
+    body_guard: SendGuard = field(default_factory=lambda: SendGuard(20.0, how=socket.SHUT_RD, what="a request body"))
 
 
 def state() -> ChatAppState:

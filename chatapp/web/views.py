@@ -2,35 +2,45 @@
 
 Every answer under ``api/`` is JSON, errors included: ``{"error": {"code", "message"}}``.
 Flask gives routing errors (404, 405) to app-wide handlers only, which belong to the host
-site, so a catch-all route of our own answers unknown API paths and wrong methods.
+site, so a catch-all route of our own answers unknown API paths and wrong methods, and
+an app-wide hook answers the rest under ``api/`` (methods no route knows, such as TRACE).
+
+Before a view runs: ``OPTIONS`` is answered with the true ``Allow`` (and CORS's preflight
+headers), a state-changing request from another origin is refused (:mod:`.origin`), and
+a declared body is read within its deadline (:mod:`.bodies`). After it: security headers
+(:mod:`.headers`) and a send timeout on every answer (:mod:`.sendguard`).
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import re
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, render_template, request, url_for
-from werkzeug.exceptions import HTTPException, NotFound
+from werkzeug.exceptions import NotFound
 
 from ..errors import (
     ConflictError,
     InvalidRequestError,
-    PayloadTooLargeError,
     SessionNotFoundError,
     UnauthenticatedError,
     UnsupportedMediaError,
 )
 from ..events import parse_event_id
 from . import handlers, requestlog
+from .bodies import read_body, read_declared_body
+from .budgets import body_limit, check_message_size
+from .headers import page_policy, secure
 from .onestep import start_streaming, wants_stream
 from .openapi import openapi_document
+from .origin import check_origin
 from .owner import current_owner
-from .sendguard import client_socket
+from .sendguard import GuardedBody, client_socket
 from .state import ChatAppState, state
-from .streaming import event_stream_response
+from .streaming import EventStream, event_stream_response
 
 __all__ = ["bp"]
 
@@ -42,6 +52,9 @@ bp = Blueprint("chatapp", __name__, template_folder="templates", static_folder="
 bp.before_request(requestlog.start_request)
 bp.after_request(requestlog.finish_request)
 handlers.register(bp)
+
+#: Plain answers smaller than this fit any socket buffer at once: no guard needed.
+_GUARD_FROM_BYTES = 16 * 1024
 
 # token_urlsafe(16) gives 22 characters; anything else is not one of ours.
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
@@ -70,16 +83,13 @@ def _owned_session(app_state: ChatAppState, session_id: str) -> str:
     return owner
 
 
-def _json_body(app_state: ChatAppState) -> dict[str, Any]:
+def _json_body(app_state: ChatAppState, *, optional: bool = False) -> dict[str, Any]:
+    """The request's JSON object; with ``optional``, an empty body is ``{}``."""
     if request.mimetype != "application/json":
         raise UnsupportedMediaError("Send the body as application/json.")
-    # A message may be escaped JSON (up to 12 bytes a character), plus a little framing.
-    limit = app_state.settings.max_message_chars * 12 + 4096
-    if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLargeError(f"The request body is larger than {limit} bytes.")
-    raw = _read_body(limit + 1)
-    if len(raw) > limit:
-        raise PayloadTooLargeError(f"The request body is larger than {limit} bytes.")
+    raw = read_body(body_limit(app_state.settings), app_state.body_guard)
+    if optional and not raw.strip():
+        return {}
     try:
         body = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
@@ -92,19 +102,6 @@ def _json_body(app_state: ChatAppState) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidRequestError("The body must be a JSON object.", code="invalid_json")
     return body
-
-
-def _read_body(size: int) -> bytes:
-    try:
-        return request.stream.read(size)
-    except HTTPException:
-        raise
-    except Exception as exc:
-        # Broken framing (a chunk size that is not hex, a connection cut mid-body) is
-        # raised by the WSGI server's own reader, each in its own exception type: all
-        # of it is the client's bytes, so all of it is a 400.
-        log.info("unreadable request body: %r", exc)
-        raise InvalidRequestError("The request body could not be read.", code="invalid_body") from None
 
 
 def _stream_url(app_state: ChatAppState, session_id: str, owner: str) -> str:
@@ -141,18 +138,38 @@ def _message_of(app_state: ChatAppState, body: dict[str, Any]) -> str:
     if _SURROGATE.search(message):
         # JSON can escape half of a UTF-16 pair ("\\ud800"), which is no character at all.
         raise InvalidRequestError('"message" contains an unpaired surrogate escape.')
-    limit = app_state.settings.max_message_chars
-    if len(message) > limit:
-        raise PayloadTooLargeError(f'"message" is longer than {limit} characters.', code="message_too_long")
+    check_message_size(message, app_state.settings)
     return message
 
 
 # -- page and health --------------------------------------------------------------------
 
 
+@bp.before_request
+def guard_request() -> Response | None:
+    """OPTIONS, the Origin check and the body's deadline, before any view runs."""
+    app_state = state()
+    if request.method == "OPTIONS" and handlers.is_api_request():
+        return handlers.options_response()
+    check_origin(app_state.settings.cors_origins)
+    read_declared_body(body_limit(app_state.settings), app_state.body_guard)
+    return None
+
+
+@bp.before_app_request
+def json_routing_errors() -> Response | None:
+    """Routing errors under ``api/`` that no route of ours could catch, as JSON."""
+    error = request.routing_exception
+    if error is None or not handlers.is_api_request():
+        return None
+    return handlers.routing_error(error)
+
+
 @bp.get("/")
-def page() -> str:
-    return render_template("chatapp/index.html", api_base=url_for("chatapp.create_session"))
+def page() -> Response:
+    response = Response(render_template("chatapp/index.html", api_base=url_for("chatapp.create_session")), mimetype="text/html")
+    response.headers["Content-Security-Policy"] = page_policy(state().settings.frame_ancestors)
+    return response
 
 
 @bp.get("/healthz")
@@ -171,10 +188,18 @@ def healthz() -> tuple[Response, int]:
 
 @bp.get("/metrics")
 def metrics() -> Response:
-    """Prometheus text format; ``CHATAPP_METRICS=off`` hides it."""
+    """Prometheus text format; ``CHATAPP_METRICS=off`` hides it, a token guards it."""
     app_state = state()
-    if not app_state.settings.metrics:
+    setting = app_state.settings.metrics
+    if setting == "off":
         raise NotFound()
+    if setting != "on":
+        given = request.headers.get("Authorization", "").encode("utf-8", "replace")
+        if not hmac.compare_digest(given, f"Bearer {setting}".encode()):
+            response = jsonify(error={"code": "unauthenticated", "message": "Send Authorization: Bearer <CHATAPP_METRICS token>."})
+            response.status_code = 401
+            response.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
+            return response
     body, content_type = app_state.metrics.render()
     return Response(body, content_type=content_type, headers={"Cache-Control": "no-store"})
 
@@ -185,6 +210,9 @@ def metrics() -> Response:
 @bp.post("/api/sessions")
 def create_session() -> tuple[Response, int, dict[str, str]]:
     app_state = state()
+    # JSON like every other post: a page of another origin cannot send that without a
+    # CORS preflight, which it does not pass. The body is optional ({} or nothing).
+    _json_body(app_state, optional=True)
     owner = _owner()
     session_id = _new_session(app_state, owner)
     urls = _session_urls(app_state, session_id, owner)
@@ -194,18 +222,52 @@ def create_session() -> tuple[Response, int, dict[str, str]]:
 
 @bp.get("/api/sessions/<session_id>")
 def get_session(session_id: str) -> Response:
+    """The newest page of history; ``cursor`` (when older messages exist) goes in
+    ``?before=`` for the page before it. ``?limit=`` asks for fewer messages."""
     app_state = state()
-    owner = _owner()
-    session = app_state.broker.get_session(session_id) if _SESSION_ID.match(session_id) else None
-    if session is None or session.owner != owner:
+    owner = _owned_session(app_state, session_id)
+    settings = app_state.settings
+    limit = _whole_query("limit", 1, settings.history_page_messages)
+    before = _whole_query("before", 0, None)
+    limit = settings.history_page_messages if limit is None else limit
+    page = app_state.broker.history_page(session_id, before=before, limit=limit, max_bytes=settings.history_page_bytes)
+    if page is None:
         raise SessionNotFoundError()
-    return jsonify(
-        session_id=session.session_id,
-        messages=[m.to_dict() for m in session.messages],
-        generating=session.generating,
-        # Asking for the history is also how a client renews its stream token.
-        stream_url=_stream_url(app_state, session_id, owner),
+    return _utf8_json(
+        {
+            "session_id": session_id,
+            "messages": [m.to_dict() for m in page.messages],
+            "generating": page.generating,
+            "cursor": str(page.start) if page.start > 0 else None,
+            # Asking for the history is also how a client renews its stream token.
+            "stream_url": _stream_url(app_state, session_id, owner),
+        }
     )
+
+
+def _utf8_json(body: dict[str, Any]) -> Response:
+    """JSON in UTF-8 rather than ``\\u`` escapes: a page of history in most scripts is then
+    about its stored size (the page bound), not two to six times it."""
+    try:
+        data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate (an upstream may send one) has no UTF-8: escape it all.
+        data = json.dumps(body, separators=(",", ":")).encode("ascii")
+    return Response(data, mimetype="application/json")
+
+
+def _whole_query(name: str, minimum: int, maximum: int | None) -> int | None:
+    """A whole-number query parameter within bounds, ``None`` when absent; else 400."""
+    raw = request.args.get(name)
+    if raw is None:
+        return None
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 12:
+        raise InvalidRequestError(f"{name} must be a whole number.")
+    value = int(raw)
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f"from {minimum} to {maximum}" if maximum is not None else f"at least {minimum}"
+        raise InvalidRequestError(f"{name} must be {bound}.")
+    return value
 
 
 @bp.delete("/api/sessions/<session_id>")
@@ -318,6 +380,24 @@ def drop_type_of_no_content(response: Response) -> Response:
     # dispatches on the content type would take it for an HTML page.
     if response.status_code == 204:
         response.headers.pop("Content-Type", None)
+    return response
+
+
+@bp.after_request
+def guard_response(response: Response) -> Response:
+    """Security headers on every answer; the send timeout on every body worth guarding."""
+    secure(response)
+    guard = state().streams.guard
+    sock = client_socket(request.environ)
+    if guard is None or sock is None or isinstance(response.response, EventStream):
+        return response
+    length = response.content_length
+    if length is not None and length < _GUARD_FROM_BYTES:
+        return response
+    # Passed-through bodies (files) are bytes already; others are encoded here.
+    body: Any = response.response if response.direct_passthrough else response.iter_encoded()
+    response.response = GuardedBody(body, guard, sock)
+    response.direct_passthrough = True
     return response
 
 

@@ -56,3 +56,31 @@ def test_a_reader_whose_place_was_trimmed_gets_the_latest_turn() -> None:
     events = reader.read(stale, 0)
     assert events == broker.read(session_id, stale, 0)
     assert [e.payload().get("text") for e in events if e.event == "token"] == ["new"]
+
+
+def test_what_it_holds_is_counted_and_given_back() -> None:
+    from chatapp.errors import ServiceUnavailableError
+
+    broker = MemoryBroker(max_bytes=200_000)
+    ids = [broker.create_session(f"owner{i}") for i in range(3)]
+    for session_id in ids:
+        for _ in range(3):
+            _turn(broker, session_id, ["é" * 1000, " more"])
+    held = broker.held
+    assert held > 3 * 3 * 2 * 2000
+    assert broker.owner_bytes("owner0") > 3 * 2000
+    # Past the budget: refused before anything is stored.
+    big = MemoryBroker(max_bytes=held)
+    session_id = big.create_session("x")
+    try:
+        big.begin_turn(session_id, "y" * held)
+    except ServiceUnavailableError as exc:
+        assert exc.code == "server_busy" and exc.retry_after
+    else:
+        raise AssertionError("a message past the budget was taken")
+    assert big.get_session(session_id).messages == ()
+    # Deleting gives every byte back, to the process and to the owner.
+    for session_id in ids:
+        assert broker.delete_session(session_id)
+    assert broker.held == 0
+    assert broker.owner_bytes("owner0") == 0

@@ -69,3 +69,28 @@ def test_a_dead_producer_ends_its_turn_once_keeping_reasoning_and_text(broker: R
     info = broker.get_session(session_id)
     assert info is not None and info.generating is False
     assert info.messages[-1].to_dict() == {"id": turn.message_id, "role": "assistant", "content": "Half", "reasoning": "Think hard."}
+
+
+def test_history_is_stored_as_utf8_not_escapes(broker: RedisBroker, redis_server: RedisServer) -> None:
+    session_id = broker.create_session("alice")
+    turn = broker.begin_turn(session_id, "😀 é 中")
+    broker.finish_turn(turn, "ok ✓", [("end", "{}")])
+    stored = redis_server.client().lrange(f"chatapp:{{{session_id}}}:messages", 0, -1)
+    assert "😀 é 中".encode() in stored[0] and b"\\u" not in b"".join(stored)
+    assert [m.content for m in broker.get_session(session_id).messages] == ["😀 é 中", "ok ✓"]
+
+
+def test_ownership_checks_and_cancel_never_load_history(broker: RedisBroker, redis_server: RedisServer) -> None:
+    session_id = broker.create_session("alice")
+    broker.finish_turn(broker.begin_turn(session_id, "x" * 10_000), "y" * 10_000, [("end", "{}")])
+    broker.begin_turn(session_id, "again")
+    redis_server.client().config_resetstat()
+    for _ in range(16):
+        assert broker.owner_of(session_id) == "alice"
+        assert broker.request_cancel(session_id) is True
+        assert broker.is_generating(session_id)
+    assert redis_server.command_calls().get("lrange", 0) == 0
+    # A page of history reads only the page.
+    page = broker.history_page(session_id, before=None, limit=1, max_bytes=1_000_000)
+    assert page is not None and [m.content for m in page.messages] == ["again"] and page.start == 2
+    assert redis_server.command_calls().get("lrange", 0) == 1

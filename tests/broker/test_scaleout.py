@@ -176,7 +176,7 @@ def test_redis_down_is_503_and_service_comes_back(start_server: ServerFactory, t
             assert health.status_code == 503
             assert health.json()["broker"] == {"backend": "redis", "ok": False}
             for response in (
-                client.post("/api/sessions"),
+                client.post("/api/sessions", json={}),
                 client.get(f"/api/sessions/{session_id}"),
                 client.post(f"/api/sessions/{session_id}/messages", json={"message": "hi"}),
                 client.get(f"/api/sessions/{session_id}/stream"),
@@ -198,8 +198,9 @@ def test_redis_down_is_503_and_service_comes_back(start_server: ServerFactory, t
 def test_a_reply_cached_on_one_host_is_a_hit_on_the_other(pair: tuple[ChatServer, ChatServer]) -> None:
     first, second = pair
     starts = []
-    for server in (first, second):
-        with server.client() as client:
+    # One owner on both hosts: the cache is scoped per owner.
+    with first.client() as on_first, client_for(second, on_first) as on_second:
+        for client in (on_first, on_second):
             session_id = client.new_session()
             client.send_message(session_id, "the same question on two hosts")
             with client.open_stream(session_id) as stream:
@@ -214,16 +215,16 @@ def test_a_rate_limit_holds_across_servers_together(start_server: ServerFactory,
     first, second = start_server(env), start_server(env)
     with first.client() as on_first, client_for(second, on_first) as on_second:
         clients = [on_first, on_second]
-        statuses = [clients[n % 2].post("/api/sessions").status_code for n in range(5)]
+        statuses = [clients[n % 2].post("/api/sessions", json={}).status_code for n in range(5)]
         assert statuses == [201] * 5
         for client in clients:
-            refused = client.post("/api/sessions")
+            refused = client.post("/api/sessions", json={})
             assert refused.status_code == 429
             assert refused.json()["error"]["code"] == "rate_limited"
             assert 0 < int(refused.headers["Retry-After"]) <= 60
     # Another owner has a budget of its own.
     with second.client() as stranger:
-        assert stranger.post("/api/sessions").status_code == 201
+        assert stranger.post("/api/sessions", json={}).status_code == 201
 
 
 def test_the_stream_cap_holds_across_servers_together(start_server: ServerFactory, redis_server: RedisServer) -> None:

@@ -15,6 +15,7 @@ from chatapp.errors import ProviderError
 from chatapp.providers.base import Completion, Provider
 from chatapp.turns import TurnRunner
 from tests.support.fakes import ScriptedProvider
+from tests.support.servers import FAST, ServerFactory
 
 # -- the key ------------------------------------------------------------------------------
 
@@ -51,7 +52,9 @@ def test_key_is_stable_and_ignores_message_ids() -> None:
     assert cache_key(*other_ids) == key
     # A known value: the canonical JSON must not drift by accident, or a shared cache
     # would miss on every entry the previous version wrote.
-    assert cache_key("m", "S", (m("user", "hi"),), "ß ✓ 👍") == "50a13d6f56ba1334ffed1de3f2cc7604a0de8368ec3ea5638a6579ea065288db"
+    assert cache_key("m", "S", (m("user", "hi"),), "ß ✓ 👍") == "6effe7c556f814d7fba214bdcfe35830ed49367aba55d0918efa8a334c80d37d"
+    # The scope (an owner) is part of the key.
+    assert cache_key(*BASE, scope="alice") not in (key, cache_key(*BASE, scope="bob"))
     # A lone surrogate still hashes.
     assert cache_key("m", "", (), "a\ud800b") != cache_key("m", "", (), "ab")
 
@@ -113,8 +116,8 @@ def turn(runner: TurnRunner, text: str = "same question") -> list[tuple[str, dic
     return [(e.event, e.payload()) for e in runner.broker.read(session_id, None, 0)]
 
 
-def runner_for(provider: Provider, cache: ResponseCache | None, ttl: float = 60) -> TurnRunner:
-    return TurnRunner(MemoryBroker(), provider, model="", system_prompt="S", cache=cache, cache_ttl_seconds=ttl)
+def runner_for(provider: Provider, cache: ResponseCache | None, ttl: float = 60, scope: str = "global") -> TurnRunner:
+    return TurnRunner(MemoryBroker(), provider, model="", system_prompt="S", cache=cache, cache_ttl_seconds=ttl, cache_scope=scope)
 
 
 def test_hit_replays_without_calling_the_provider() -> None:
@@ -134,6 +137,32 @@ def test_hit_replays_without_calling_the_provider() -> None:
     # A different question is a miss.
     turn(runner, "another question")
     assert len(provider.requests) == 2
+
+
+def test_by_default_a_reply_is_replayed_to_its_own_owner_only() -> None:
+    provider = ScriptedProvider(["Hel", "lo", Completion("stop", None)])
+    runner = runner_for(provider, MemoryResponseCache(), scope="owner")
+    assert turn(runner)[0][1]["cached"] is False
+    # Another owner asking the same learns nothing: the upstream answers again.
+    session_id = runner.broker.create_session("mallory")
+    runner.run(runner.broker.begin_turn(session_id, "same question"))
+    assert runner.broker.read(session_id, None, 0)[0].payload()["cached"] is False
+    assert len(provider.requests) == 2
+    # The owner asking again gets the replay.
+    assert turn(runner)[0][1]["cached"] is True
+    assert len(provider.requests) == 2
+
+
+def test_the_memory_cache_is_bounded_in_bytes() -> None:
+    cache = MemoryResponseCache(max_bytes=1000)
+    big: CachedReply = {"pieces": ["x" * 400], "finish_reason": "stop", "usage": None}
+    for index in range(5):
+        cache.put(f"k{index}", big, 60)
+    assert cache.bytes <= 1000
+    assert cache.get("k0") is None and cache.get("k4") is not None
+    # One reply larger than the whole budget is not kept at all.
+    cache.put("huge", {"pieces": ["é" * 400], "finish_reason": "stop", "usage": None}, 60)
+    assert cache.get("huge") is None and cache.bytes <= 1000
 
 
 @pytest.mark.parametrize(
@@ -202,7 +231,7 @@ def test_a_repeated_conversation_is_cached_through_the_api() -> None:
     client = app.test_client()
     starts = []
     for _ in range(2):
-        session_id = client.post("/api/sessions").get_json()["session_id"]
+        session_id = client.post("/api/sessions", json={}).get_json()["session_id"]
         client.post(f"/api/sessions/{session_id}/messages", json={"message": "cache me"})
         deadline = time.monotonic() + 10
         while client.get(f"/api/sessions/{session_id}").get_json()["generating"] and time.monotonic() < deadline:
@@ -256,3 +285,17 @@ def test_the_app_uses_redis_for_the_cache_with_a_redis_broker(redis_server) -> N
     assert isinstance(state.cache, RedisResponseCache)
     assert state.cache.client is state.broker.client
     state.broker.close()
+
+
+@pytest.mark.parametrize(("scope", "second_cached"), [(None, False), ("global", True)])
+def test_two_owners_asking_the_same_first_question(start_server: ServerFactory, scope: str | None, second_cached: bool) -> None:
+    """By default the second owner is not told (by a replay) that someone asked that."""
+    server = start_server({**FAST, **({"CHATAPP_CACHE_SCOPE": scope} if scope else {})})
+    cached = []
+    for _ in range(2):
+        with server.client() as owner:
+            session_id = owner.new_session()
+            owner.send_message(session_id, "what did my neighbour ask?")
+            with owner.open_stream(session_id) as stream:
+                cached.append(stream.until_end()[0].json()["cached"])
+    assert cached == [False, second_cached]

@@ -61,7 +61,7 @@ class Recorder:
         return response
 
     def new_session(self) -> str:
-        response = self.keep(self.client.post("/api/sessions"))
+        response = self.keep(self.client.post("/api/sessions", json={}))
         assert response.status_code == 201, response.text
         return response.json()["session_id"]
 

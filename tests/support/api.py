@@ -8,7 +8,7 @@ from flask.testing import FlaskClient
 
 
 def new_session(client: FlaskClient) -> str:
-    response = client.post("/api/sessions")
+    response = client.post("/api/sessions", json={})
     assert response.status_code == 201
     return response.get_json()["session_id"]
 

@@ -22,6 +22,9 @@ BIN = Path(sys.executable).parent
 #: Fast, short demo replies: most tests only need a few tokens quickly.
 FAST = {"CHATAPP_DEMO_DELAY_MS": "1", "CHATAPP_DEMO_REPLY_WORDS": "12"}
 
+#: Limits that would bite the tests' own polling and clients (all on one address).
+TEST_LIMITS = {"CHATAPP_ADDRESS_RATE_LIMIT": "1000000/minute", "CHATAPP_HISTORY_RATE_LIMIT": "1000000/minute"}
+
 #: How each kind of server is started.
 KINDS = ("gevent", "gthread", "flask", "uwsgi")
 
@@ -63,6 +66,9 @@ class ChatServer:
         self.health_url = self.base_url + health_path
         self.log_path = log_dir / f"server-{kind}-{self.port}.log"
         environ = {k: v for k, v in os.environ.items() if not k.startswith(("CHATAPP_", "OPENAI_", "WEB_CONCURRENCY"))}
+        # Every test client comes from 127.0.0.1 and polls history while it waits: the
+        # limits per address and on history reads are out of the way unless a test sets them.
+        environ.update(TEST_LIMITS)
         environ.update(env or {})
         if kind == "flask":
             cmd = [str(BIN / "flask"), "--app", app, "run", "--port", str(self.port), "--with-threads", "--no-reload"]
@@ -103,6 +109,15 @@ class ChatServer:
         path = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
         return [int(pid) for pid in path.read_text().split()]
 
+    def worker_rss(self) -> int:
+        """Resident memory in bytes of the (first) gunicorn worker."""
+        worker = self.worker_pids()[0]
+        with open(f"/proc/{worker}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS in /proc status")
+
     def client(self, prefix: str = "") -> ChatClient:
         return ChatClient(self.base_url, prefix=prefix)
 
@@ -124,7 +139,7 @@ class ChatClient(httpx.Client):
         super().__init__(base_url=base_url + prefix, timeout=httpx.Timeout(10.0))
 
     def new_session(self) -> str:
-        response = self.post("/api/sessions")
+        response = self.post("/api/sessions", json={})
         assert response.status_code == 201, response.text
         return response.json()["session_id"]
 

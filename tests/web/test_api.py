@@ -12,7 +12,7 @@ from tests.support.api import assert_error, new_session, wait_idle
 
 
 def test_create_session(client: FlaskClient) -> None:
-    response = client.post("/api/sessions")
+    response = client.post("/api/sessions", json={})
     assert response.status_code == 201
     body = response.get_json()
     session_id = body["session_id"]
@@ -21,14 +21,14 @@ def test_create_session(client: FlaskClient) -> None:
     assert body["stream_url"].startswith(f"/api/sessions/{session_id}/stream?token=")
     assert body["messages_url"] == f"/api/sessions/{session_id}/messages"
     assert response.headers["Location"] == f"/api/sessions/{session_id}"
-    assert client.post("/api/sessions").get_json()["session_id"] != session_id
+    assert client.post("/api/sessions", json={}).get_json()["session_id"] != session_id
 
 
 def test_history_and_delete(client: FlaskClient) -> None:
     session_id = new_session(client)
     history = client.get(f"/api/sessions/{session_id}").get_json()
     assert history.pop("stream_url").startswith(f"/api/sessions/{session_id}/stream?token=")
-    assert history == {"session_id": session_id, "messages": [], "generating": False}
+    assert history == {"session_id": session_id, "messages": [], "generating": False, "cursor": None}
     posted = client.post(f"/api/sessions/{session_id}/messages", json={"message": "hi"})
     assert posted.status_code == 202
     assert posted.get_json()["stream_url"].startswith(f"/api/sessions/{session_id}/stream?token=")
@@ -64,7 +64,7 @@ def test_owner_callable_decides_and_none_is_401() -> None:
     app.config.update(TESTING=True, CHATAPP_DEMO_DELAY_MS=0)
     ChatApp(app, owner=lambda: current["user"])
     client = app.test_client()
-    assert_error(client.post("/api/sessions"), 401, "unauthenticated")
+    assert_error(client.post("/api/sessions", json={}), 401, "unauthenticated")
     current["user"] = "alice"
     session_id = new_session(client)
     current["user"] = "bob"
@@ -206,7 +206,7 @@ def test_init_app_twice_is_refused(app: Flask) -> None:
 
 
 class CountingBroker(MemoryBroker):
-    """The memory broker, counting whole-session loads."""
+    """The memory broker, counting history loads (whole, or a page)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -215,6 +215,10 @@ class CountingBroker(MemoryBroker):
     def get_session(self, session_id: str):  # type: ignore[no-untyped-def]
         self.loads += 1
         return super().get_session(session_id)
+
+    def history_page(self, session_id: str, **page):  # type: ignore[no-untyped-def]
+        self.loads += 1
+        return super().history_page(session_id, **page)
 
 
 def test_only_a_history_read_loads_the_history() -> None:

@@ -121,6 +121,9 @@ CASES: dict[str, tuple[Build, int, str]] = {
     "invalid UTF-8 in Last-Event-ID": (get(b"/api/sessions/{sid}/stream", b"Last-Event-ID: \xff\xfe1-0\r\n"), 400, "invalid_last_event_id"),
     "invalid UTF-8 in last_event_id": (get(b"/api/sessions/{sid}/stream?last_event_id=%FF1-0"), 400, "invalid_last_event_id"),
     "a wrong method": (lambda sid, headers: f"PATCH /api/sessions/{sid} HTTP/1.1\r\n".encode() + headers + b"\r\n", 405, "method_not_allowed"),
+    "TRACE": (lambda sid, headers: f"TRACE /api/sessions/{sid} HTTP/1.1\r\n".encode() + headers + b"\r\n", 405, "method_not_allowed"),
+    "a method nobody knows": (lambda sid, headers: b"BREW /api/sessions HTTP/1.1\r\n" + headers + b"\r\n", 405, "method_not_allowed"),
+    "a percent-encoded LF before a known path's end": (get(b"/api/sessions/abc%0A/messages"), 405, "method_not_allowed"),
     # Never parse as HTTP: gunicorn answers, in the same JSON shape.
     "raw invalid UTF-8 in the request line": (get(b"/api/sessions/\xff\xfe/stream"), 400, "bad_request"),
     "a raw CR in the request line": (get(b"/api/sessions/AAAA\rAAAA"), 400, "bad_request"),
@@ -163,3 +166,25 @@ def test_a_chunked_body_without_content_length_is_read(server: ChatServer, owner
     assert response.status == 202, response.body
     assert wait_for(lambda: not client.history(session_id)["generating"])
     assert client.history(session_id)["messages"][-2]["content"] == "sent in chunks " * 20
+
+
+def test_options_answers_the_methods_a_path_really_takes(server: ChatServer, owner: tuple) -> None:
+    _, session_id, headers = owner
+    for path, allowed in (
+        (f"/api/sessions/{session_id}/stream", {"GET", "HEAD", "OPTIONS"}),
+        (f"/api/sessions/{session_id}", {"GET", "HEAD", "DELETE", "OPTIONS"}),
+        ("/api/sessions", {"POST", "OPTIONS"}),
+    ):
+        response = send_raw(server, f"OPTIONS {path} HTTP/1.1\r\n".encode() + headers + b"\r\n")
+        assert response.status == 204 and response.body == b""
+        assert set(response.headers["allow"].split(", ")) == allowed
+        assert "text/html" not in response.headers.get("content-type", "")
+    unknown = send_raw(server, b"OPTIONS /api/nowhere HTTP/1.1\r\n" + headers + b"\r\n")
+    assert (unknown.status, unknown.error_code()) == (404, "not_found")
+
+
+def test_every_api_answer_says_nosniff(server: ChatServer, owner: tuple) -> None:
+    _, session_id, headers = owner
+    for target in (f"/api/sessions/{session_id}".encode(), b"/api/nowhere", b"/healthz"):
+        response = send_raw(server, get(target)(session_id, headers))
+        assert response.headers["x-content-type-options"] == "nosniff"

@@ -40,7 +40,7 @@ def preflight(client: FlaskClient, path: str, origin: str, method: str = "POST",
 
 def test_allowed_origin_gets_its_own_origin_and_credentials() -> None:
     client = cors_client(f"{ALLOWED}, http://localhost:3000")
-    response = client.post("/api/sessions", headers={"Origin": ALLOWED})
+    response = client.post("/api/sessions", json={}, headers={"Origin": ALLOWED})
     assert response.status_code == 201
     assert cors_headers(response) == {
         "access-control-allow-origin": ALLOWED,
@@ -62,7 +62,9 @@ def test_preflight_is_answered_for_an_allowed_origin() -> None:
         (f"/api/sessions/{session_id}/stream", "GET"),
     ]:
         response = preflight(client, path, ALLOWED, method, "content-type, last-event-id")
-        assert response.status_code == 200
+        # No content, and an Allow that tells the path's own methods.
+        assert response.status_code == 204
+        assert method in response.headers["Allow"].split(", ")
         headers = cors_headers(response)
         assert headers["access-control-allow-origin"] == ALLOWED
         assert headers["access-control-allow-credentials"] == "true"
@@ -81,27 +83,32 @@ def test_preflight_for_an_unused_method_or_header_is_not_approved() -> None:
 @pytest.mark.parametrize("origin", [OTHER, "https://chat.example.evil.example", "http://chat.example", "https://chat.example:444", "null"])
 def test_other_origins_get_no_cors_headers(origin: str) -> None:
     client = cors_client(ALLOWED)
-    assert cors_headers(client.post("/api/sessions", headers={"Origin": origin})) == {}
+    assert cors_headers(client.post("/api/sessions", json={}, headers={"Origin": origin})) == {}
     assert cors_headers(preflight(client, "/api/sessions", origin)) == {}
 
 
 def test_no_origins_configured_means_no_cors_headers_at_all() -> None:
     client = cors_client("")
-    response = client.post("/api/sessions", headers={"Origin": ALLOWED})
-    assert response.status_code == 201
+    # A post from another origin is refused outright (the Origin check), with no CORS
+    # headers; a read gets its answer without them, which the browser keeps from the page.
+    response = client.post("/api/sessions", json={}, headers={"Origin": ALLOWED})
+    assert response.status_code == 403
+    assert cors_headers(response) == {}
+    response = client.get("/api/openapi.json", headers={"Origin": ALLOWED})
+    assert response.status_code == 200
     assert cors_headers(response) == {}
     assert cors_headers(preflight(client, "/api/sessions", ALLOWED)) == {}
 
 
 def test_a_request_without_origin_gets_no_cors_headers() -> None:
     client = cors_client(ALLOWED)
-    assert cors_headers(client.post("/api/sessions")) == {}
+    assert cors_headers(client.post("/api/sessions", json={})) == {}
 
 
 def test_wildcard_never_comes_with_credentials() -> None:
     client = cors_client("*")
     for response in (
-        client.post("/api/sessions", headers={"Origin": OTHER}),
+        client.post("/api/sessions", json={}, headers={"Origin": OTHER}),
         preflight(client, "/api/sessions", OTHER),
     ):
         headers = cors_headers(response)
@@ -111,25 +118,25 @@ def test_wildcard_never_comes_with_credentials() -> None:
 
 def test_listed_origins_keep_credentials_next_to_a_wildcard() -> None:
     client = cors_client(f"{ALLOWED},*")
-    listed = cors_headers(client.post("/api/sessions", headers={"Origin": ALLOWED}))
+    listed = cors_headers(client.post("/api/sessions", json={}, headers={"Origin": ALLOWED}))
     assert (listed["access-control-allow-origin"], listed["access-control-allow-credentials"]) == (ALLOWED, "true")
-    anyone = cors_headers(client.post("/api/sessions", headers={"Origin": OTHER}))
+    anyone = cors_headers(client.post("/api/sessions", json={}, headers={"Origin": OTHER}))
     assert anyone["access-control-allow-origin"] == "*"
     assert "access-control-allow-credentials" not in anyone
 
 
 def test_ipv6_origin_is_matched_literally() -> None:
     client = cors_client("http://[::1]:3000")
-    assert client.post("/api/sessions", headers={"Origin": "http://[::1]:3000"}).headers["Access-Control-Allow-Origin"] == "http://[::1]:3000"
+    assert client.post("/api/sessions", json={}, headers={"Origin": "http://[::1]:3000"}).headers["Access-Control-Allow-Origin"] == "http://[::1]:3000"
     # Read as a regex, "[::1]" would be a character class matching ":" or "1".
-    assert cors_headers(client.post("/api/sessions", headers={"Origin": "http://1:3000"})) == {}
+    assert cors_headers(client.post("/api/sessions", json={}, headers={"Origin": "http://1:3000"})) == {}
 
 
 def test_errors_carry_cors_headers_so_the_page_can_read_them() -> None:
     client = create_app({"TESTING": True, "CHATAPP_CORS_ORIGINS": ALLOWED, "CHATAPP_RATE_LIMIT": "1/minute"}).test_client()
     new_session(client)
     for response in (
-        client.post("/api/sessions", headers={"Origin": ALLOWED}),
+        client.post("/api/sessions", json={}, headers={"Origin": ALLOWED}),
         client.get("/api/sessions/nope", headers={"Origin": ALLOWED}),
         client.get("/api/nothing", headers={"Origin": ALLOWED}),
     ):
@@ -160,7 +167,7 @@ def test_host_routes_get_no_cors_headers() -> None:
         assert cors_headers(response) == {}
         assert "Origin" not in response.headers.get("Vary", "")
     assert client.get("/elsewhere").data == b"host page not found"
-    assert client.post("/api/sessions", headers={"Origin": ALLOWED}).headers["Access-Control-Allow-Origin"] == ALLOWED
+    assert client.post("/api/sessions", json={}, headers={"Origin": ALLOWED}).headers["Access-Control-Allow-Origin"] == ALLOWED
 
 
 def test_stream_through_a_real_server_carries_the_exact_headers(start_server: ServerFactory) -> None:
@@ -168,14 +175,14 @@ def test_stream_through_a_real_server_carries_the_exact_headers(start_server: Se
     server = start_server({**FAST, "CHATAPP_CORS_ORIGINS": f"{ALLOWED},http://localhost:3000"})
     with server.client() as client:
         origin = {"Origin": ALLOWED}
-        created = client.post("/api/sessions", headers=origin)
+        created = client.post("/api/sessions", json={}, headers=origin)
         assert created.headers["access-control-allow-origin"] == ALLOWED
         session_id = created.json()["session_id"]
         ask = httpx.options(
             f"{server.base_url}/api/sessions/{session_id}/messages",
             headers={**origin, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"},
         )
-        assert ask.status_code == 200
+        assert ask.status_code == 204
         assert (ask.headers["access-control-allow-origin"], ask.headers["access-control-allow-credentials"]) == (ALLOWED, "true")
         client.post(f"/api/sessions/{session_id}/messages", json={"message": "from afar"}, headers=origin).raise_for_status()
         with client.stream("GET", f"/api/sessions/{session_id}/stream", headers={**origin, "Accept": "text/event-stream"}) as stream:

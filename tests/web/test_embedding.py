@@ -94,7 +94,7 @@ def test_chatapp_serves_under_the_prefix_with_json_errors(tmp_path: Path) -> Non
     assert b"/assistant/static/chatapp.js" in page.data
     assert client.get("/assistant/static/chatapp.js").status_code == 200
     assert client.get("/assistant/healthz").get_json()["status"] == "ok"
-    created = client.post("/assistant/api/sessions")
+    created = client.post("/assistant/api/sessions", json={})
     assert created.status_code == 201
     body = created.get_json()
     assert body["stream_url"].startswith("/assistant/api/sessions/")
@@ -104,7 +104,7 @@ def test_chatapp_serves_under_the_prefix_with_json_errors(tmp_path: Path) -> Non
     big = client.post(body["messages_url"], json={"message": "x" * 5000})
     assert_json_error(big, 413, "payload_too_large")
     # Nothing of chatapp answers outside its prefix.
-    assert client.post("/api/sessions").data == b"<h1>host 404</h1>"
+    assert client.post("/api/sessions", json={}).data == b"<h1>host 404</h1>"
     assert client.get("/healthz").data == b"<h1>host 404</h1>"
 
 
@@ -113,7 +113,7 @@ def test_unexpected_api_error_is_json_not_the_host_500_page(tmp_path: Path) -> N
         raise RuntimeError("the host's login broke")
 
     client = host_app(tmp_path, owner=owner).test_client()
-    assert_json_error(client.post("/assistant/api/sessions"), 500, "internal_error")
+    assert_json_error(client.post("/assistant/api/sessions", json={}), 500, "internal_error")
     assert client.get("/broken").data == b"<h1>host 500</h1>"
 
 
@@ -129,7 +129,7 @@ def test_host_owner_leaves_the_session_and_secret_key_alone(tmp_path: Path) -> N
     # The host has no key and needs none for chatapp: none was invented for it.
     assert app.secret_key is None
     client = app.test_client()
-    created = client.post("/assistant/api/sessions")
+    created = client.post("/assistant/api/sessions", json={})
     assert created.status_code == 201
     assert "Set-Cookie" not in created.headers
     posted = client.post(created.get_json()["messages_url"], json={"message": "hi"})
@@ -139,7 +139,7 @@ def test_host_owner_leaves_the_session_and_secret_key_alone(tmp_path: Path) -> N
 def test_default_owner_shares_the_host_session_without_clobbering_it(tmp_path: Path) -> None:
     client = host_app(tmp_path).test_client()
     client.post("/cart/book")
-    session_id = client.post("/assistant/api/sessions").get_json()["session_id"]
+    session_id = client.post("/assistant/api/sessions", json={}).get_json()["session_id"]
     assert client.get("/").data == b"host index book"
     assert client.get(f"/assistant/api/sessions/{session_id}").status_code == 200
     with client.session_transaction() as stored:
@@ -191,7 +191,7 @@ def test_example_site_serves_chatapp_under_the_prefix(site: ChatServer) -> None:
 
 def test_example_site_anonymous_api_call_is_401(site: ChatServer) -> None:
     with site.client(prefix="/assistant") as anonymous:
-        response = anonymous.post("/api/sessions")
+        response = anonymous.post("/api/sessions", json={})
         assert response.status_code == 401
         assert response.json()["error"]["code"] == "unauthenticated"
 
@@ -261,7 +261,7 @@ def test_the_default_owner_without_any_key_is_refused_with_the_fix(tmp_path: Pat
     # Asked for: CHATAPP_SECRET_KEY signs the owner cookie of a host that has no key.
     app = host_app(tmp_path, secret_key=None, CHATAPP_SECRET_KEY="chat key")
     assert app.secret_key == "chat key"
-    assert app.test_client().post("/assistant/api/sessions").status_code == 201
+    assert app.test_client().post("/assistant/api/sessions", json={}).status_code == 201
 
 
 def test_the_broker_chatapp_built_is_closed_with_its_app(tmp_path: Path) -> None:

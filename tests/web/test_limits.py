@@ -14,7 +14,7 @@ def test_sessions_per_owner_are_bounded() -> None:
     app = create_app({"TESTING": True, "CHATAPP_MAX_SESSIONS_PER_OWNER": 3, "CHATAPP_RATE_LIMIT": "100/minute"})
     alice, bob = app.test_client(), app.test_client()
     ids = [new_session(alice) for _ in range(3)]
-    assert_error(alice.post("/api/sessions"), 409, "too_many_sessions")
+    assert_error(alice.post("/api/sessions", json={}), 409, "too_many_sessions")
     # Others are not affected, and the refused owner loses nothing.
     new_session(bob)
     for session_id in ids:
@@ -22,7 +22,7 @@ def test_sessions_per_owner_are_bounded() -> None:
     # Deleting one makes room for one.
     assert alice.delete(f"/api/sessions/{ids[0]}").status_code == 204
     new_session(alice)
-    assert_error(alice.post("/api/sessions"), 409, "too_many_sessions")
+    assert_error(alice.post("/api/sessions", json={}), 409, "too_many_sessions")
 
 
 def test_history_is_bounded_and_a_full_chat_keeps_everything() -> None:
@@ -48,7 +48,7 @@ def test_idle_sessions_expire() -> None:
     app = create_app({"TESTING": True, "CHATAPP_SESSION_TTL_SECONDS": 1, "CHATAPP_MAX_SESSIONS_PER_OWNER": 1})
     client = app.test_client()
     session_id = new_session(client)
-    assert_error(client.post("/api/sessions"), 409, "too_many_sessions")
+    assert_error(client.post("/api/sessions", json={}), 409, "too_many_sessions")
     time.sleep(1.5)
     assert_error(client.get(f"/api/sessions/{session_id}"), 404, "session_not_found")
     # An expired session no longer counts against the owner.

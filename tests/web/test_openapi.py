@@ -135,7 +135,7 @@ def test_fuzz_on_a_real_session_keeps_its_history_whole(
     fuzz_server: ChatServer, api_schema: schemathesis.BaseSchema, path: str, method: str, mode: GenerationMode
 ) -> None:
     owner = requests.Session()
-    created = owner.post(fuzz_server.base_url + "/api/sessions", timeout=10)
+    created = owner.post(fuzz_server.base_url + "/api/sessions", json={}, timeout=10)
     assert created.status_code == 201
     session_id = created.json()["session_id"]
     operation = api_schema[path][method]

@@ -36,14 +36,14 @@ def flags(cookie: str) -> set[str]:
 )
 def test_standalone_owner_cookie_flags(config: dict, base_url: str, headers: dict, secure: bool) -> None:
     client = create_app({"TESTING": True, **config}).test_client()
-    cookie = owner_cookie(client.post("/api/sessions", base_url=base_url, headers=headers))
+    cookie = owner_cookie(client.post("/api/sessions", json={}, base_url=base_url, headers=headers))
     assert {"httponly", "samesite=lax"} <= flags(cookie)
     assert ("secure" in flags(cookie)) is secure
 
 
 def test_samesite_none_is_always_secure() -> None:
     client = create_app({"TESTING": True, "CHATAPP_COOKIE_SAMESITE": "none"}).test_client()
-    assert {"httponly", "samesite=none", "secure"} <= flags(owner_cookie(client.post("/api/sessions")))
+    assert {"httponly", "samesite=none", "secure"} <= flags(owner_cookie(client.post("/api/sessions", json={})))
 
 
 def test_embedded_the_hosts_cookie_settings_rule() -> None:
@@ -54,7 +54,7 @@ def test_embedded_the_hosts_cookie_settings_rule() -> None:
     assert type(app.session_interface) is SecureCookieSessionInterface
     assert {key: value for key, value in app.config.items() if key.startswith("SESSION_COOKIE")} == before
     assert app.secret_key == "host secret"
-    cookie = owner_cookie(app.test_client().post("/api/sessions", base_url="https://localhost"))
+    cookie = owner_cookie(app.test_client().post("/api/sessions", json={}, base_url="https://localhost"))
     assert "samesite=strict" in flags(cookie)
     assert "httponly" not in flags(cookie)
 
@@ -111,11 +111,32 @@ def test_another_owner_gets_exactly_what_an_unknown_session_gets(start_server: S
 
 def test_real_server_sets_a_safe_owner_cookie(start_server: ServerFactory) -> None:
     server = start_server(FAST)
-    response = httpx.post(server.base_url + "/api/sessions")
+    response = httpx.post(server.base_url + "/api/sessions", json={})
     assert response.status_code == 201
     cookie = response.headers["set-cookie"]
     assert {"httponly", "samesite=lax"} <= flags(cookie)
     assert "secure" not in flags(cookie)
+
+
+@pytest.mark.parametrize("header", ["X-Forwarded-Proto: https", "X-Forwarded-Ssl: on", "X-Forwarded-Protocol: ssl"])
+def test_forwarded_headers_from_an_untrusted_client_change_nothing(start_server: ServerFactory, header: str) -> None:
+    # gunicorn itself believes these from 127.0.0.1 unless told otherwise; with
+    # CHATAPP_TRUSTED_PROXIES=0 (the default) nobody is believed.
+    server = start_server(FAST)
+    name, _, value = header.partition(": ")
+    spoofed = {name: value, "X-Forwarded-For": "203.0.113.9", "X-Forwarded-Host": "evil.example"}
+    response = httpx.post(server.base_url + "/api/sessions", json={}, headers=spoofed)
+    assert response.status_code == 201
+    assert "secure" not in flags(response.headers["set-cookie"])
+    # The URLs it answers with are this server's, not the claimed host's.
+    assert response.headers["location"].startswith("/api/sessions/") or response.headers["location"].startswith(server.base_url)
+
+
+def test_forwarded_headers_count_behind_trusted_proxies(start_server: ServerFactory) -> None:
+    server = start_server({**FAST, "CHATAPP_TRUSTED_PROXIES": "1"})
+    response = httpx.post(server.base_url + "/api/sessions", json={}, headers={"X-Forwarded-Proto": "https"})
+    assert response.status_code == 201
+    assert "secure" in flags(response.headers["set-cookie"])
 
 
 def test_the_owner_is_asked_once_per_request_even_inside_one_app_context() -> None:

@@ -28,7 +28,7 @@ def test_creating_sessions_is_limited_per_owner() -> None:
     alice, bob = app.test_client(), app.test_client()
     for _ in range(3):
         new_session(alice)
-    assert_rate_limited(alice.post("/api/sessions"))
+    assert_rate_limited(alice.post("/api/sessions", json={}))
     # Another owner has a budget of their own.
     new_session(bob)
 
@@ -43,7 +43,7 @@ def test_messages_and_sessions_share_one_budget() -> None:
     wait_idle(client, session_id)
     before = client.get(f"/api/sessions/{session_id}").get_json()
     assert_rate_limited(client.post(f"/api/sessions/{session_id}/messages", json={"message": "three"}))
-    assert_rate_limited(client.post("/api/sessions"))
+    assert_rate_limited(client.post("/api/sessions", json={}))
     # Refused, and nothing was stored for it; reading stays free.
     for _ in range(5):
         assert client.get(f"/api/sessions/{session_id}").get_json() == before
@@ -56,10 +56,10 @@ def test_reads_cancels_and_preflights_are_not_counted() -> None:
     for _ in range(10):
         assert client.get(f"/api/sessions/{session_id}").status_code == 200
         assert client.post(f"/api/sessions/{session_id}/cancel").status_code == 202
-        assert client.options("/api/sessions").status_code == 200
+        assert client.options("/api/sessions").status_code == 204
         assert client.get(f"/api/sessions/{session_id}/stream").status_code == 204
     new_session(client)
-    assert_rate_limited(client.post("/api/sessions"))
+    assert_rate_limited(client.post("/api/sessions", json={}))
 
 
 def test_no_owner_is_401_not_429() -> None:
@@ -68,7 +68,7 @@ def test_no_owner_is_401_not_429() -> None:
     ChatApp(app, owner=lambda: None)
     client = app.test_client()
     for _ in range(3):
-        assert_error(client.post("/api/sessions"), 401, "unauthenticated")
+        assert_error(client.post("/api/sessions", json={}), 401, "unauthenticated")
 
 
 def test_the_host_owner_is_the_key() -> None:
@@ -80,7 +80,7 @@ def test_the_host_owner_is_the_key() -> None:
     laptop, phone = app.test_client(), app.test_client()
     new_session(laptop)
     new_session(phone)
-    assert_rate_limited(laptop.post("/api/sessions"))
+    assert_rate_limited(laptop.post("/api/sessions", json={}))
     current["user"] = "bob"
     new_session(laptop)
 
@@ -104,11 +104,11 @@ def test_host_routes_and_host_limiter_config_are_left_alone() -> None:
     for _ in range(5):
         assert client.get(f"/assistant/api/sessions/{session_id}").status_code == 200
     new_session_at(client, "/assistant")
-    assert_rate_limited(client.post("/assistant/api/sessions"))
+    assert_rate_limited(client.post("/assistant/api/sessions", json={}))
 
 
 def new_session_at(client: FlaskClient, prefix: str) -> str:
-    response = client.post(f"{prefix}/api/sessions")
+    response = client.post(f"{prefix}/api/sessions", json={})
     assert response.status_code == 201, response.data
     return response.get_json()["session_id"]
 
@@ -124,7 +124,7 @@ def test_several_limits_in_one_setting() -> None:
     client = app.test_client()
     new_session(client)
     new_session(client)
-    assert_rate_limited(client.post("/api/sessions"))
+    assert_rate_limited(client.post("/api/sessions", json={}))
 
 
 @pytest.mark.parametrize(

@@ -2,11 +2,14 @@
 
 The design (keys, entries, wake-ups, liveness) is drawn in :mod:`chatapp.broker.redis`.
 This module is the one place where Redis's own failures become chatapp errors: a
-connection-level failure is a 503, anything else stays a bug.
+connection-level failure is a 503 ``broker_unavailable``, a Redis out of memory
+(``maxmemory`` reached) a 503 ``broker_full`` logged at most once a minute, anything else
+stays a bug. History is stored as UTF-8 JSON, never ``\\u`` escapes.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import secrets
@@ -17,11 +20,24 @@ from typing import Any, TypeVar
 
 from ... import events
 from ..._concurrency import spawn
-from ...errors import ConflictError, ServiceUnavailableError, SessionNotFoundError
+from ...errors import ConflictError, PayloadTooLargeError, ServiceUnavailableError, SessionNotFoundError
 from ...events import Draft, Event, parse_event_id
-from ..base import HISTORY_FULL, Broker, Message, Orphan, OrphanHandler, Reader, SessionInfo, TurnHandle, stale_resume
+from ..base import (
+    HISTORY_FULL,
+    HISTORY_TOO_LARGE,
+    QUOTA_EXCEEDED,
+    Broker,
+    HistoryPage,
+    Message,
+    Orphan,
+    OrphanHandler,
+    Reader,
+    SessionInfo,
+    TurnHandle,
+    stale_resume,
+)
 from . import scripts
-from .client import UNAVAILABLE, RedisError, connect, is_cluster, require
+from .client import FULL, UNAVAILABLE, RedisError, connect, is_cluster, require
 from .entries import decode_entry, entry_fields
 from .keys import TURNS_KEY, owner_key, session_keys, streams_key
 from .notifications import Notifications
@@ -41,6 +57,10 @@ READ_COUNT = 8
 SWEEP_SECONDS = 1.0
 #: A turn is taken over at most this many times; then it ends as interrupted.
 MAX_TAKEOVERS = 2
+#: History messages fetched per round trip while a page fills up to its byte bound.
+PAGE_CHUNK = 16
+#: A Redis out of memory is logged at most this often; every refusal still answers 503.
+FULL_LOG_EVERY_SECONDS = 60.0
 
 
 class RedisBroker(Broker):
@@ -71,11 +91,24 @@ class RedisBroker(Broker):
         self._sweeper: threading.Thread | None = None
         self._closed = threading.Event()
         self._quiet = False
+        self._append = self.client.register_script(scripts.APPEND)
+        self._full_logged = -FULL_LOG_EVERY_SECONDS
 
     def _call(self, operation: Callable[[], T]) -> T:
         """Run one Redis operation, translating an outage into a 503 for callers."""
         try:
             return operation()
+        except FULL as exc:
+            # Every request would log the same line while Redis stays full: once a minute
+            # says it, and each refusal is still a 503 that clients retry.
+            now = time.monotonic()
+            if now - self._full_logged >= FULL_LOG_EVERY_SECONDS:
+                self._full_logged = now
+                # The error names keys and values (owners, text): its type only.
+                log.warning("redis is out of memory (maxmemory): refusing writes with 503 broker_full (%s)", type(exc).__name__)
+            raise ServiceUnavailableError(
+                "The chat store is full; try again in a minute.", code="broker_full", retry_after=60
+            ) from exc
         except UNAVAILABLE as exc:
             log.warning("redis unavailable: %s", exc)
             raise ServiceUnavailableError("The chat store is unavailable; try again shortly.") from exc
@@ -142,6 +175,54 @@ class RedisBroker(Broker):
         messages = tuple(Message(**json.loads(m)) for m in raw_messages)
         return SessionInfo(session_id, owner.decode(), messages, bool(turn))
 
+    def history_page(self, session_id: str, *, before: int | None, limit: int, max_bytes: int) -> HistoryPage | None:
+        """Reads only the page, from its end backwards, a few messages per round trip."""
+        keys = session_keys(session_id)
+
+        def head() -> tuple[Any, int]:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hget(keys.meta, "turn")
+            pipe.llen(keys.messages)
+            turn, length = pipe.execute()
+            return turn, int(length)
+
+        turn, length = self._call(head)
+        if turn is None:
+            return None
+        end = length if before is None else max(0, min(before, length))
+        start, size = end, 0
+        page: list[Message] = []
+        while start > 0 and end - start < limit:
+            first, last = max(0, start - PAGE_CHUNK, end - limit), start - 1
+            chunk: list[bytes] = self._call(functools.partial(self.client.lrange, keys.messages, first, last))
+            full = False
+            for raw in reversed(chunk):
+                size += len(raw)
+                if size > max_bytes and page:
+                    full = True
+                    break
+                page.append(Message(**json.loads(raw)))
+                start -= 1
+            if full or len(chunk) < PAGE_CHUNK:
+                break
+        page.reverse()
+        return HistoryPage(tuple(page), bool(turn), start)
+
+    def owner_bytes(self, owner: str) -> int:
+        """The stored size of the owner's sessions, as each one's last turn left it."""
+        index = owner_key(owner)
+
+        def total() -> int:
+            members = self.client.zrange(index, 0, -1)
+            if not members:
+                return 0
+            pipe = self.client.pipeline(transaction=False)
+            for member in members:
+                pipe.hget(session_keys(member.decode()).meta, "bytes")
+            return sum(int(size) for size in pipe.execute() if size is not None)
+
+        return self._call(total)
+
     def delete_session(self, session_id: str) -> bool:
         keys = session_keys(session_id)
 
@@ -178,15 +259,29 @@ class RedisBroker(Broker):
 
     # -- turns ------------------------------------------------------------------------
 
-    def begin_turn(self, session_id: str, text: str, *, max_messages: int | None = None) -> TurnHandle:
+    def begin_turn(
+        self,
+        session_id: str,
+        text: str,
+        *,
+        max_messages: int | None = None,
+        max_bytes: int | None = None,
+        max_owner_bytes: int | None = None,
+    ) -> TurnHandle:
         keys = session_keys(session_id)
-        user = Message(_message_id(), "user", text)
+        user = _stored(Message(_message_id(), "user", text))
         reply_id = _message_id()
         lease = secrets.token_hex(8)
+        if max_owner_bytes is not None:
+            # The owner's sessions live in other slots, so no script can sum them: checked
+            # before, like the session count, a burst of posts may pass it by a message.
+            owner = self._call(lambda: self.client.hget(keys.meta, "owner"))
+            if owner is not None and self.owner_bytes(owner.decode()) + len(user) > max_owner_bytes:
+                raise PayloadTooLargeError(QUOTA_EXCEEDED.format(max_owner_bytes), code="quota_exceeded")
         result = self._call(
             lambda: self._begin(
                 keys=[keys.meta, keys.messages, keys.events, keys.alive, keys.cancel],
-                args=[json.dumps(user.to_dict()), reply_id, self._ttl, int(LIVENESS_SECONDS * 1000), max_messages or 0, lease],
+                args=[user, reply_id, self._ttl, int(LIVENESS_SECONDS * 1000), max_messages or 0, max_bytes or 0, lease],
             )
         )
         if result == b"missing":
@@ -195,9 +290,11 @@ class RedisBroker(Broker):
             raise ConflictError()
         if result == b"full":
             raise ConflictError(HISTORY_FULL.format(max_messages), code="history_full")
+        if result == b"too_large":
+            raise PayloadTooLargeError(HISTORY_TOO_LARGE.format(max_bytes), code="history_too_large")
         after, owner, *raw_messages = result
         history = tuple(Message(**json.loads(m)) for m in raw_messages)
-        turn = TurnHandle(session_id, reply_id, history)
+        turn = TurnHandle(session_id, reply_id, history, owner=owner.decode())
         self._produce(turn, after.decode(), owner.decode(), lease)
         return turn
 
@@ -207,7 +304,7 @@ class RedisBroker(Broker):
         self._notifications.start()
         self._notifications.add_turn(turn)
         self._writers[turn.message_id] = EventWriter(
-            self.client, turn, after=after, owner=owner, ttl_ms=self._ttl, lease=lease, renew=self._renew, cluster=self.cluster
+            self.client, turn, after=after, owner=owner, ttl_ms=self._ttl, lease=lease, renew=self._renew, append=self._append, cluster=self.cluster
         )
         try:
             self.client.zadd(TURNS_KEY, {turn.session_id: time.time() * 1000 + LIVENESS_SECONDS * 1000})
@@ -231,7 +328,7 @@ class RedisBroker(Broker):
         keys = session_keys(turn.session_id)
         entry_id, fields = writer.entry(events)
         stored = Message(turn.message_id, "assistant", reply, reasoning or None)
-        message = json.dumps(stored.to_dict()) if reply or reasoning else ""
+        message = _stored(stored) if reply or reasoning else b""
         self._call(
             lambda: self._finish(
                 keys=[keys.meta, keys.messages, keys.events, keys.alive, keys.cancel, keys.notify],
@@ -383,7 +480,7 @@ class RedisBroker(Broker):
             return True  # held, or claimed by another worker just now
         top, _after, owner, *raw_messages = claimed
         history = tuple(Message(**json.loads(m)) for m in raw_messages)
-        turn = TurnHandle(session_id, turn_id, history[:-1] if history and history[-1].id == turn_id else history)
+        turn = TurnHandle(session_id, turn_id, history[:-1] if history and history[-1].id == turn_id else history, owner=owner.decode())
         answer, thought = self._partial_reply(session_id)
         self._produce(turn, top.decode(), owner.decode(), lease)
         log.warning("turn %s: its producer died; continuing it here", turn_id)
@@ -394,7 +491,7 @@ class RedisBroker(Broker):
         """End a turn whose producer died: ``generation_interrupted``, then ``end``, once."""
         keys = session_keys(session_id)
         partial, thought = self._partial_reply(session_id)
-        message = json.dumps(Message(turn_id, "assistant", partial, thought or None).to_dict()) if partial or thought else ""
+        message = _stored(Message(turn_id, "assistant", partial, thought or None)) if partial or thought else b""
         closing = events.interrupted(turn_id)
         self._interrupt(
             keys=[keys.meta, keys.messages, keys.events, keys.alive, keys.cancel, keys.notify],
@@ -487,3 +584,13 @@ def _holds(entries: list[Any], key: tuple[int, int]) -> bool:
 
 def _message_id() -> str:
     return "msg_" + secrets.token_urlsafe(12)
+
+
+def _stored(message: Message) -> bytes:
+    """A history message as stored: compact JSON in UTF-8, never ``\\u`` escapes.
+
+    surrogatepass keeps a lone surrogate an upstream may send (JSON allows escaping one)
+    from failing the turn; ``json.loads`` reads it back the same way.
+    """
+    text = json.dumps(message.to_dict(), ensure_ascii=False, separators=(",", ":"))
+    return text.encode("utf-8", "surrogatepass")

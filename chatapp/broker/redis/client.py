@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["UNAVAILABLE", "RedisError", "redis", "require"]
+__all__ = ["FULL", "UNAVAILABLE", "RedisError", "redis", "require"]
 
 _HINT = "The Redis broker and cache need redis-py: pip install 'chatapp[redis]'"
 
 try:
     import redis
     from redis.exceptions import ConnectionError as _ConnectionError
+    from redis.exceptions import OutOfMemoryError as _OutOfMemoryError
     from redis.exceptions import ReadOnlyError as _ReadOnlyError
     from redis.exceptions import RedisError
     from redis.exceptions import TimeoutError as _TimeoutError
@@ -25,10 +26,12 @@ except ImportError:  # pragma: no cover - exercised by the core-only import test
     class RedisError(Exception):  # type: ignore[no-redef]
         """Stands in for redis-py's base error; never raised."""
 
-    _ConnectionError = _ReadOnlyError = _TimeoutError = RedisError  # type: ignore[misc,assignment]
+    _ConnectionError = _ReadOnlyError = _TimeoutError = _OutOfMemoryError = RedisError  # type: ignore[misc,assignment]
 
 #: Failures that mean "Redis cannot be reached right now" (a 503), as opposed to a bug.
 UNAVAILABLE: tuple[type[Exception], ...] = (_ConnectionError, _TimeoutError, _ReadOnlyError)
+#: Redis refused a write because it reached ``maxmemory`` (a 503 too, with its own code).
+FULL: tuple[type[Exception], ...] = (_OutOfMemoryError,)
 
 
 def require() -> Any:

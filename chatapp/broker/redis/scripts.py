@@ -7,22 +7,28 @@ builds an event: payloads come from :mod:`chatapp.events`, already encoded, as a
 
 from __future__ import annotations
 
-__all__ = ["BEGIN", "FINISH", "HOLD_STREAM", "INTERRUPT", "RELEASE", "RENEW", "RENEW_STREAM", "TAKEOVER"]
+__all__ = ["APPEND", "BEGIN", "FINISH", "HOLD_STREAM", "INTERRUPT", "RELEASE", "RENEW", "RENEW_STREAM", "TAKEOVER"]
 
 # A running turn is held by a lease: the token of its producer, in ``meta.lease`` and as
 # the value of the ``alive`` key, which expires unless the producer renews it. Every
 # write that only the producer may make checks the token (a fence), so a producer that
 # was only paused, and whose turn another worker took over meanwhile, changes nothing.
 
-# Open a turn: refuse when one runs; store the user's message; trim the log to the
-# previous turn; remember where the new turn starts. Answers {after, owner, history...}
-# so the producer needs no second round trip.
+# Open a turn: refuse when one runs or the history is full (in messages, or in bytes of
+# stored JSON, ARGV[6]); store the user's message and the history's size; trim the log to
+# the previous turn; remember where the new turn starts. Answers {after, owner,
+# history...} so the producer needs no second round trip.
 BEGIN = """
 local meta, messages, events = KEYS[1], KEYS[2], KEYS[3]
 if redis.call('EXISTS', meta) == 0 then return 'missing' end
 if redis.call('HGET', meta, 'turn') ~= '' then return 'conflict' end
 local limit = tonumber(ARGV[5])
 if limit > 0 and redis.call('LLEN', messages) + 2 > limit then return 'full' end
+local size = string.len(ARGV[1])
+for _, message in ipairs(redis.call('LRANGE', messages, 0, -1)) do size = size + string.len(message) end
+local max_bytes = tonumber(ARGV[6])
+if max_bytes > 0 and size > max_bytes then return 'too_large' end
+redis.call('HSET', meta, 'bytes', size)
 local prev = redis.call('HGET', meta, 'after') or '0-0'
 local last = redis.call('XREVRANGE', events, '+', '-', 'COUNT', 1)
 local after = '0-0'
@@ -32,9 +38,9 @@ if prev ~= '0-0' then
   if #first > 0 then redis.call('XTRIM', events, 'MINID', first[1][1]) end
 end
 redis.call('RPUSH', messages, ARGV[1])
-redis.call('HSET', meta, 'turn', ARGV[2], 'prev', prev, 'after', after, 'lease', ARGV[6], 'takeovers', 0)
+redis.call('HSET', meta, 'turn', ARGV[2], 'prev', prev, 'after', after, 'lease', ARGV[7], 'takeovers', 0)
 redis.call('DEL', KEYS[5])
-redis.call('SET', KEYS[4], ARGV[6], 'PX', ARGV[4])
+redis.call('SET', KEYS[4], ARGV[7], 'PX', ARGV[4])
 for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
 local reply = {after, redis.call('HGET', meta, 'owner')}
 for _, message in ipairs(redis.call('LRANGE', messages, 0, -1)) do reply[#reply + 1] = message end
@@ -50,7 +56,10 @@ FINISH = """
 local meta, messages, events = KEYS[1], KEYS[2], KEYS[3]
 if redis.call('HGET', meta, 'turn') ~= ARGV[1] then return 0 end
 if redis.call('HGET', meta, 'lease') ~= ARGV[6] then return 0 end
-if ARGV[2] ~= '' then redis.call('RPUSH', messages, ARGV[2]) end
+if ARGV[2] ~= '' then
+  redis.call('RPUSH', messages, ARGV[2])
+  redis.call('HINCRBY', meta, 'bytes', string.len(ARGV[2]))
+end
 local fields = cjson.decode(ARGV[4])
 redis.call('XADD', events, ARGV[3], unpack(fields))
 redis.call('HSET', meta, 'turn', '')
@@ -124,6 +133,25 @@ redis.call('XADD', events, end_id, unpack(cjson.decode(ARGV[3])))
 redis.call('HSET', meta, 'turn', '')
 redis.call('DEL', KEYS[5])
 redis.call(ARGV[5], KEYS[6], 'e')
+return 1
+"""
+
+# Append a producer's entries to the turn's log, only while the session exists, and give
+# the log its expiry in the same step: a write racing a DELETE never leaves a key that
+# lives for ever (nor one that outlives the session). KEYS: meta, events. ARGV: the TTL in
+# ms, the producer's lease, then per entry its id, its field count and its fields.
+# Answers 0 when the session is gone, -1 when the lease is another producer's (the turn
+# was taken over: write nothing). An id at or below the log's last one is an error.
+APPEND = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('HGET', KEYS[1], 'lease') ~= ARGV[2] then return -1 end
+local i = 3
+while i <= #ARGV do
+  local count = tonumber(ARGV[i + 1])
+  redis.call('XADD', KEYS[2], ARGV[i], unpack(ARGV, i + 2, i + 1 + count))
+  i = i + 2 + count
+end
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
 return 1
 """
 

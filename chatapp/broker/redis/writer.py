@@ -38,9 +38,22 @@ class EventWriter:
     """Writes one turn's events in batches from a thread of its own, until closed."""
 
     def __init__(
-        self, client: Any, turn: TurnHandle, *, after: str, owner: str, ttl_ms: int, lease: str, renew: Any, cluster: bool = False
+        self,
+        client: Any,
+        turn: TurnHandle,
+        *,
+        after: str,
+        owner: str,
+        ttl_ms: int,
+        lease: str,
+        renew: Any,
+        append: Any,
+        cluster: bool = False,
     ) -> None:
+        """``renew`` and ``append``: the registered :data:`~.scripts.RENEW` and
+        :data:`~.scripts.APPEND` scripts."""
         self._client = client
+        self._append = append
         self._turn = turn
         #: This producer's lease token, and the script that renews it (scripts.RENEW).
         self.lease = lease
@@ -108,13 +121,21 @@ class EventWriter:
                 if refresh and self._cluster and not self._renewed(keys, lease_ms):
                     self._superseded()
                     return
+                renewed: Any = 1
+                appended: Any = 1
+                entries: list[Any] = [self._ttl_ms, self.lease]
+                for start in range(0, len(batch), BATCH_MAX):
+                    entry_id, fields = self.entry(batch[start : start + BATCH_MAX])
+                    entries += [entry_id, len(fields), *fields]
+                if batch and self._cluster:
+                    # A cluster refuses scripts inside pipelines: the entries go first, alone.
+                    appended = self._append(keys=[keys.meta, keys.events], args=entries)
                 if batch or refresh:
                     pipe = self._client.pipeline(transaction=False)
                     if refresh and not self._cluster:
                         self._renew(keys=[keys.meta, keys.alive], args=[self.lease, lease_ms], client=pipe)
-                    for start in range(0, len(batch), BATCH_MAX):
-                        entry_id, fields = self.entry(batch[start : start + BATCH_MAX])
-                        pipe.execute_command("XADD", keys.events, entry_id, *fields)
+                    if batch and not self._cluster:
+                        self._append(keys=[keys.meta, keys.events], args=entries, client=pipe)
                     if batch:
                         pipe.execute_command(self._publish, keys.notify, "e")
                     if refresh:
@@ -126,12 +147,19 @@ class EventWriter:
                         pipe.get(keys.cancel)
                         refreshed = now
                     results = pipe.execute()
-                    if refresh:
-                        if not self._cluster and not results[0]:
-                            self._superseded()
-                            return
-                        if results[-1] is not None and results[-1].decode() == self._turn.message_id:
-                            self._turn.cancelled.set()
+                    at = 0
+                    if refresh and not self._cluster:
+                        renewed, at = results[0], 1
+                    if batch and not self._cluster:
+                        appended = results[at]
+                    if refresh and results[-1] is not None and results[-1].decode() == self._turn.message_id:
+                        self._turn.cancelled.set()
+                if appended == -1 or not renewed:
+                    self._superseded()
+                    return
+                if appended == 0:
+                    # The session was deleted: nothing more to write for it.
+                    self._turn.cancelled.set()
             except RedisError as exc:
                 # Includes a refused XADD id: readers declared this producer dead.
                 log.warning("turn %s: event log write failed: %s", self._turn.message_id, exc)

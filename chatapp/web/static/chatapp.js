@@ -176,19 +176,25 @@
   ChatAppClient.prototype.open = function () {
     var self = this;
     if (self.sessionId) return Promise.resolve(self.sessionId);
-    return self.request("POST", "").then(function (data) {
+    return self.request("POST", "", {}).then(function (data) {
       self._remember(data.session_id);
       self._noteStreamUrl(data.session_id, data);
       return data.session_id;
     });
   };
 
-  /** The session's history, or null (and the session forgotten) when it is gone. */
-  ChatAppClient.prototype.history = function () {
+  /**
+   * A page of the session's history, newest messages last, or null (and the session
+   * forgotten) when it is gone. Its `cursor`, when older messages exist, goes in
+   * options.before to get the page before it.
+   */
+  ChatAppClient.prototype.history = function (options) {
     var self = this;
     if (!self.sessionId) return Promise.resolve(null);
     var sessionId = self.sessionId;
-    return self.request("GET", "/" + encodeURIComponent(sessionId)).then(function (history) {
+    var before = options && options.before;
+    var query = before ? "?before=" + encodeURIComponent(before) : "";
+    return self.request("GET", "/" + encodeURIComponent(sessionId) + query).then(function (history) {
       // Asking for the history renews the stream token too.
       return self._noteStreamUrl(sessionId, history);
     }, function (error) {

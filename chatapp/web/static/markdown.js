@@ -18,12 +18,16 @@
 
   var MAX_DEPTH = 8;
   var FENCE = /^ {0,3}(`{3,}|~{3,})[ \t]*([^`\s]*)/;
-  var HEADING = /^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$/;
+  // The closing #s and trailing blanks are taken off by headingText(), not by the
+  // pattern: a lazy group before them made a long line of spaces quadratic.
+  var HEADING = /^ {0,3}(#{1,6})(?:[ \t]+(.*))?$/;
   var RULE = /^ {0,3}([-*_])(?:[ \t]*\1){2,}[ \t]*$/;
   var QUOTE = /^ {0,3}> ?/;
   var LIST = /^( *)([-*+]|\d{1,9}[.)])([ \t]+|$)(.*)$/;
   var ESCAPABLE = /[\\`*_{}\[\]()#+\-.!<>~|"'&]/;
-  var URL_START = /https?:\/\/[^\s<>"']+/g;
+  // Sticky: each matches at exactly lastIndex, never searching the rest of the text.
+  var URL_START = /https?:\/\/[^\s<>"']+/y;
+  var AUTOLINK = /<((?:https?:\/\/|mailto:)[^\s<>]+)>/iy;
 
   function el(tag, text) {
     var node = document.createElement(tag);
@@ -63,60 +67,135 @@
     return ch !== undefined && /[0-9A-Za-z\u00C0-\uFFFF]/.test(ch);
   }
 
-  /** Where the emphasis opened at `from` with `delim` closes, or -1. */
-  function findCloser(text, delim, from) {
-    var at = text.indexOf(delim, from);
-    while (at !== -1) {
-      var before = text.charAt(at - 1);
-      var after = text.charAt(at + delim.length);
-      var ok = at > from && !isSpace(before) && after !== delim.charAt(0);
-      if (ok && delim.charAt(0) === "_" && isWord(after)) ok = false;
-      if (ok) return at;
-      at = text.indexOf(delim, at + 1);
+  // Every lookup below is answered from indexes built in one pass over the text (and
+  // only when the text has the character at all), and each is asked with positions that
+  // only move forward, so a line of a million unmatched `*`, `[`, backticks or `~` costs
+  // one pass, not a scan to the end per delimiter (which made the renderer quadratic:
+  // seconds at 32k characters, a frozen tab at a megabyte).
+
+  var DELIMS = ["*", "**", "_", "__", "~~"];
+
+  /** The positions where each emphasis delimiter may close, in order. */
+  function closerPositions(text) {
+    var found = { "*": [], "**": [], _: [], __: [], "~~": [] };
+    for (var at = 0; at < text.length; at++) {
+      var ch = text.charAt(at);
+      if (ch !== "*" && ch !== "_" && ch !== "~") continue;
+      if (isSpace(text.charAt(at - 1))) continue;
+      var doubled = text.charAt(at + 1) === ch;
+      // A closer is not followed by its own character, and `_` not by a letter either.
+      if (ch !== "~" && !doubled && !(ch === "_" && isWord(text.charAt(at + 1)))) found[ch].push(at);
+      if (doubled && text.charAt(at + 2) !== ch && !(ch === "_" && isWord(text.charAt(at + 2)))) found[ch + ch].push(at);
     }
-    return -1;
+    return found;
   }
+
+  /** Maximal runs of backticks by length: {length: [start, ...]}. */
+  function backtickRuns(text) {
+    var runs = {};
+    for (var at = text.indexOf("`"); at !== -1; at = text.indexOf("`", at)) {
+      var end = at;
+      while (text.charAt(end) === "`") end++;
+      (runs[end - at] = runs[end - at] || []).push(at);
+      at = end;
+    }
+    return runs;
+  }
+
+  /**
+   * Each `open` bracket's partner: {position of open: position of close}. `\` escapes the
+   * next character; for parentheses, an unescaped line break ends every open one.
+   */
+  function partners(text, open, close, lineBound) {
+    var found = {};
+    var stack = [];
+    for (var i = 0; i < text.length; i++) {
+      var ch = text.charAt(i);
+      if (ch === "\\") i++;
+      else if (ch === open) stack.push(i);
+      else if (ch === close && stack.length) found[stack.pop()] = i;
+      else if (ch === "\n" && lineBound) stack.length = 0;
+    }
+    return found;
+  }
+
+  /** The first of the sorted `positions` at or after `from`, walking `cursor` forward. */
+  function nextAt(positions, cursor, from) {
+    while (cursor.i < positions.length && positions[cursor.i] < from) cursor.i++;
+    return cursor.i < positions.length ? positions[cursor.i] : -1;
+  }
+
+  /** Lookups over one text, each index built on first use. */
+  function Scanner(text) {
+    this.text = text;
+    this.closers = null;
+    this.closerCursors = {};
+    this.runs = null;
+    this.runCursors = {};
+    this.brackets = null;
+    this.parens = null;
+  }
+
+  /** Where the emphasis opened before `from` with `delim` closes, or -1. */
+  Scanner.prototype.closer = function (delim, from) {
+    if (!this.closers) {
+      this.closers = closerPositions(this.text);
+      for (var k = 0; k < DELIMS.length; k++) this.closerCursors[DELIMS[k]] = { i: 0 };
+    }
+    // Not at `from` itself: emphasis is never empty.
+    return nextAt(this.closers[delim], this.closerCursors[delim], from + 1);
+  };
+
+  /** Where a run of exactly `length` backticks starts at or after `from`, or -1. */
+  Scanner.prototype.backticks = function (length, from) {
+    if (!this.runs) this.runs = backtickRuns(this.text);
+    var starts = this.runs[length];
+    if (!starts) return -1;
+    var cursor = this.runCursors[length] || (this.runCursors[length] = { i: 0 });
+    return nextAt(starts, cursor, from);
+  };
 
   /** The index of the `]` closing the `[` at `open`, or -1. */
-  function closingBracket(text, open) {
-    var depth = 0;
-    for (var i = open; i < text.length; i++) {
-      var ch = text.charAt(i);
-      if (ch === "\\") i++;
-      else if (ch === "[") depth++;
-      else if (ch === "]" && --depth === 0) return i;
-    }
-    return -1;
-  }
+  Scanner.prototype.closingBracket = function (open) {
+    if (!this.brackets) this.brackets = partners(this.text, "[", "]", false);
+    var close = this.brackets[open];
+    return close === undefined ? -1 : close;
+  };
 
   /** The destination of `(url "title")` starting at `open`: {url, end} or null. */
-  function destination(text, open) {
+  Scanner.prototype.destination = function (open) {
+    var text = this.text;
     if (text.charAt(open) !== "(") return null;
-    var depth = 0;
-    for (var i = open; i < text.length; i++) {
-      var ch = text.charAt(i);
-      if (ch === "\\") i++;
-      else if (ch === "(") depth++;
-      else if (ch === ")" && --depth === 0) {
-        var inner = text.slice(open + 1, i).trim();
-        var match = /^<([^<>]*)>|^(\S*)/.exec(inner);
-        return { url: match[1] !== undefined ? match[1] : match[2], end: i + 1 };
-      } else if (ch === "\n") return null;
-    }
-    return null;
-  }
+    if (!this.parens) this.parens = partners(text, "(", ")", true);
+    var close = this.parens[open];
+    if (close === undefined) return null;
+    var inner = text.slice(open + 1, close).trim();
+    var match = /^<([^<>]*)>|^(\S*)/.exec(inner);
+    return { url: match[1] !== undefined ? match[1] : match[2], end: close + 1 };
+  };
+
+  var TRAILING_PUNCTUATION = ".,;:!?*_~";
 
   function trimUrl(url) {
     // Sentence punctuation after a bare URL is not part of it; nor is an unmatched ")".
-    var trimmed = url.replace(/[.,;:!?*_~]+$/, "");
-    while (/\)$/.test(trimmed) && (trimmed.match(/\(/g) || []).length < (trimmed.match(/\)/g) || []).length) {
-      trimmed = trimmed.slice(0, -1);
+    var end = url.length;
+    while (end > 0 && TRAILING_PUNCTUATION.indexOf(url.charAt(end - 1)) !== -1) end--;
+    var opens = 0;
+    var closes = 0;
+    for (var i = 0; i < end; i++) {
+      if (url.charAt(i) === "(") opens++;
+      else if (url.charAt(i) === ")") closes++;
     }
-    return trimmed;
+    while (end > 0 && url.charAt(end - 1) === ")" && opens < closes) {
+      end--;
+      closes--;
+    }
+    return url.slice(0, end);
   }
 
   /** Append the inline content of `text` to `parent`. */
   function inline(parent, text, depth, inLink) {
+    var scan = new Scanner(text);
     var buffer = "";
     function flush() {
       if (buffer) parent.appendChild(document.createTextNode(buffer));
@@ -125,7 +204,6 @@
     var i = 0;
     while (i < text.length) {
       var ch = text.charAt(i);
-      var rest;
 
       if (ch === "\\" && i + 1 < text.length) {
         var next = text.charAt(i + 1);
@@ -150,30 +228,26 @@
       }
 
       if (ch === "`") {
-        var run = /^`+/.exec(text.slice(i))[0];
-        var close = text.indexOf(run, i + run.length);
+        var length = 1;
+        while (text.charAt(i + length) === "`") length++;
         // The closing run must be exactly as long as the opening one.
-        while (close !== -1 && text.charAt(close + run.length) === "`") {
-          var after = close + run.length;
-          while (text.charAt(after) === "`") after++;
-          close = text.indexOf(run, after);
-        }
+        var close = scan.backticks(length, i + length);
         if (close === -1) {
-          buffer += run;
-          i += run.length;
+          buffer += text.slice(i, i + length);
+          i += length;
           continue;
         }
-        var code = text.slice(i + run.length, close).replace(/\n/g, " ");
+        var code = text.slice(i + length, close).replace(/\n/g, " ");
         if (/^ .*[^ ].* $/.test(code)) code = code.slice(1, -1);
         flush();
         parent.appendChild(el("code", code));
-        i = close + run.length;
+        i = close + length;
         continue;
       }
 
       if (ch === "[" && !inLink && depth < MAX_DEPTH) {
-        var end = closingBracket(text, i);
-        var dest = end === -1 ? null : destination(text, end + 1);
+        var end = scan.closingBracket(i);
+        var dest = end === -1 ? null : scan.destination(end + 1);
         if (dest) {
           var label = text.slice(i + 1, end);
           var href = safeUrl(dest.url);
@@ -194,7 +268,8 @@
       }
 
       if (ch === "<" && !inLink) {
-        var auto = /^<((?:https?:\/\/|mailto:)[^\s<>]+)>/i.exec(text.slice(i));
+        AUTOLINK.lastIndex = i;
+        var auto = AUTOLINK.exec(text);
         var autoHref = auto && safeUrl(auto[1]);
         if (autoHref) {
           flush();
@@ -211,7 +286,7 @@
       if ((ch === "h" || ch === "H") && !inLink && !isWord(text.charAt(i - 1))) {
         URL_START.lastIndex = i;
         var bare = URL_START.exec(text);
-        if (bare && bare.index === i) {
+        if (bare) {
           var raw = trimUrl(bare[0]);
           var bareHref = safeUrl(raw);
           if (bareHref) {
@@ -228,15 +303,14 @@
       }
 
       if ((ch === "*" || ch === "_" || ch === "~") && depth < MAX_DEPTH) {
-        rest = text.slice(i);
         var delim = null;
         var tag = null;
         if (ch === "~") {
-          if (rest.slice(0, 2) === "~~") {
+          if (text.charAt(i + 1) === "~") {
             delim = "~~";
             tag = "del";
           }
-        } else if (rest.charAt(1) === ch) {
+        } else if (text.charAt(i + 1) === ch) {
           delim = ch + ch;
           tag = "strong";
         } else {
@@ -245,7 +319,7 @@
         }
         var opensWord = ch !== "_" || !isWord(text.charAt(i - 1));
         if (delim && opensWord && !isSpace(text.charAt(i + delim.length))) {
-          var closer = findCloser(text, delim, i + delim.length);
+          var closer = scan.closer(delim, i + delim.length);
           if (closer !== -1) {
             flush();
             var node = el(tag);
@@ -269,6 +343,25 @@
   }
 
   // -- blocks ----------------------------------------------------------------------------
+
+  /** `text` without the characters of `chars` at its end (a loop: a regex anchored at the
+   * end retries from every blank of a long run, which is quadratic). */
+  function trimEnd(text, chars) {
+    var end = text.length;
+    while (end > 0 && chars.indexOf(text.charAt(end - 1)) !== -1) end--;
+    return text.slice(0, end);
+  }
+
+  /** A heading's text without its trailing blanks and closing #s. */
+  function headingText(raw) {
+    var text = trimEnd(raw, " \t");
+    var hashes = trimEnd(text, "#");
+    // Closing #s count only after a blank: "C#" and "#" keep theirs.
+    if (hashes.length < text.length && / |\t/.test(hashes.charAt(hashes.length - 1))) {
+      text = trimEnd(hashes, " \t");
+    }
+    return text;
+  }
 
   function indentOf(line) {
     return /^ */.exec(line.replace(/\t/g, "    "))[0].length;
@@ -401,7 +494,7 @@
       if (heading) {
         var level = Math.min(heading[1].length + 2, 6);
         var h = el("h" + level);
-        inline(h, heading[2] || "", depth, false);
+        inline(h, headingText(heading[2] || ""), depth, false);
         parent.appendChild(h);
         i++;
         continue;
@@ -433,7 +526,7 @@
         i++;
       }
       var p = el("p");
-      inline(p, para.join("\n").replace(/ +$/, ""), depth, false);
+      inline(p, trimEnd(para.join("\n"), " "), depth, false);
       parent.appendChild(p);
     }
   }

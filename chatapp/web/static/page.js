@@ -14,6 +14,7 @@
   var busy = false; // from sending a message until its reply ends
   var loading = false; // while the history of a reloaded chat is fetched
   var turn = null; // the reply being followed
+  var older = null; // the cursor of the messages before those shown, when there are any
 
   function setBusy(value) {
     busy = value;
@@ -105,6 +106,7 @@
   }
 
   function sessionGone() {
+    older = null;
     dropTurn();
     view.clearLog();
     setBusy(false);
@@ -153,6 +155,7 @@
   }
 
   function newChat() {
+    older = null;
     if (busy) client.stop().then(null, function () {});
     dropTurn();
     client.reset();
@@ -179,13 +182,10 @@
         if (!history) return;
         var lastUser = null;
         history.messages.forEach(function (message) {
-          if (message.role === "user") {
-            lastUser = message.content;
-            view.addUserMessage(message.content);
-          } else if (message.role === "assistant") {
-            ChatAppPage.addReply(view, message);
-          }
+          if (message.role === "user") lastUser = message.content;
+          draw(message);
         });
+        older = history.cursor || null;
         if (history.generating) {
           // The stream replays the running turn from its start, then goes on live; how
           // long the model has been thinking is lost in the replay.
@@ -194,6 +194,7 @@
           client.subscribe(follow(reply));
         }
         view.scrollToBottom();
+        fillScreen();
       },
       function (error) {
         setLoading(false);
@@ -201,6 +202,64 @@
       }
     );
   }
+
+  function draw(message) {
+    if (message.role === "user") return view.addUserMessage(message.content);
+    if (message.role === "assistant") return ChatAppPage.addReply(view, message);
+    return null;
+  }
+
+  // -- older messages: a page at a time, as the reader scrolls up --------------------
+
+  var OLDER_WITHIN_PX = 400;
+  var fetchingOlder = false;
+
+  function scroller() {
+    return document.scrollingElement || document.documentElement;
+  }
+
+  function loadOlder() {
+    if (!older || fetchingOlder) return;
+    var cursor = older;
+    var sessionId = client.sessionId;
+    fetchingOlder = true;
+    client.history({ before: cursor }).then(
+      function (page) {
+        fetchingOlder = false;
+        // A new chat (or a reload of this one) since the request: its answer is stale.
+        if (!page || client.sessionId !== sessionId || older !== cursor) return;
+        older = page.cursor || null;
+        var root = scroller();
+        var height = root.scrollHeight;
+        var log = document.getElementById("log");
+        var first = log.firstChild;
+        page.messages.forEach(function (message) {
+          var drawn = draw(message);
+          if (drawn && first) log.insertBefore(drawn.el, first);
+        });
+        // What the reader was looking at stays where it was.
+        root.scrollTop += root.scrollHeight - height;
+        fillScreen();
+      },
+      function () {
+        fetchingOlder = false;
+      }
+    );
+  }
+
+  /** Load older pages until the log fills the screen, so there is something to scroll. */
+  function fillScreen() {
+    var root = scroller();
+    if (root.scrollHeight <= root.clientHeight + OLDER_WITHIN_PX) loadOlder();
+  }
+
+  global.addEventListener(
+    "scroll",
+    function () {
+      if (scroller().scrollTop < OLDER_WITHIN_PX) loadOlder();
+    },
+    { passive: true }
+  );
 
   // -- wiring ------------------------------------------------------------------------
 

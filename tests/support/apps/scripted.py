@@ -113,6 +113,13 @@ SCRIPTS: dict[str, tuple[list[str], float]] = {
     "long": ([f"Paragraph {i}: " + "lorem ipsum dolor sit amet " * 6 + "\n\n" for i in range(12)], 0.01),
 }
 
+#: What a model talked into printing delimiters gives: 32,000 characters of one pattern,
+#: in pieces of 1,000, each an "adversarial <name>" message.
+ADVERSARIAL = {"emphasis": "*a ", "underscores": "_a ", "brackets": "[a ", "links": "[a](", "backticks": "``a `", "tildes": "~~a "}
+for _name, _unit in ADVERSARIAL.items():
+    _text = (_unit * (32_000 // len(_unit) + 1))[:32_000]
+    SCRIPTS[f"adversarial {_name}"] = ([_text[i : i + 1000] for i in range(0, len(_text), 1000)], 0.01)
+
 
 #: The thinking of the reasoning replies, one ``reasoning`` event each.
 THOUGHTS = [
