@@ -38,10 +38,11 @@ def test_ids_past_what_redis_takes_are_a_400(start_server: ServerFactory, redis_
         ):
             assert response.status_code == 400, response.text
             assert response.json()["error"]["code"] == "invalid_last_event_id"
-        # The largest id Redis takes is an id like any other: nothing newer, 204.
+        # The largest id Redis takes is well formed: no error, but no event of this log
+        # either, so the reader is told to start the turn over (a reset, never a gap).
         assert wait_for(lambda: not client.history(session_id)["generating"])
         top = client.get(f"/api/sessions/{session_id}/stream", headers={"Last-Event-ID": "18446744073709551615-18446744073709551615"})
-        assert top.status_code == 204
+        assert top.status_code == 200 and b"event: reset\n" in top.content and b'"reason":"stale_resume"' in top.content
     assert "Traceback" not in server.log()
 
 

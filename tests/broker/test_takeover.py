@@ -154,3 +154,31 @@ def test_a_paused_producer_that_wakes_after_a_takeover_writes_nothing(start_serv
             assert "superseded" in paused.log() or "another worker took it over" in paused.log()
     finally:
         own.stop()
+
+
+@pytest.mark.parametrize("mode", ["off", "restart"])
+def test_a_killed_producer_with_no_reader_frees_its_session(start_server: ServerFactory, tmp_path: Path, mode: str) -> None:
+    own = RedisServer(tmp_path)
+    try:
+        env = redis_env(own.url, CHATAPP_DEMO_DELAY_MS="100", CHATAPP_DEMO_REPLY_WORDS="30", CHATAPP_CONTINUE=mode)
+        doomed, survivor = start_server(env), start_server(env)
+        with doomed.client() as on_doomed, client_for(survivor, on_doomed) as on_survivor:
+            session_id = on_doomed.new_session()
+            # The survivor has served a request: its sweep runs.
+            assert on_survivor.history(session_id)["generating"] is False
+            on_doomed.send_message(session_id, MESSAGE)
+            time.sleep(1.0)
+            for pid in doomed.worker_pids():
+                os.kill(pid, signal.SIGKILL)
+            killed = time.monotonic()
+            # Nobody reads: the sweep alone ends the turn (off) or finishes it (restart).
+            assert wait_for(lambda: not on_survivor.history(session_id)["generating"], timeout=30)
+            assert time.monotonic() - killed < 10.0
+            last = on_survivor.history(session_id)["messages"][-1]
+            assert last["role"] == "assistant"
+            if mode == "restart":
+                assert last["content"] == "".join(DemoProvider(reply_words=30).reply_for(MESSAGE))
+            # The session takes the next message.
+            on_survivor.send_message(session_id, "next")
+    finally:
+        own.stop()

@@ -96,6 +96,10 @@ class RedisBroker(Broker):
 
     def _call(self, operation: Callable[[], T]) -> T:
         """Run one Redis operation, translating an outage into a 503 for callers."""
+        # Any worker that serves anything sweeps for dead turns (started on first use,
+        # in the process that uses it: after gunicorn's fork).
+        if self._sweeper is None:
+            self._start_sweeper()
         try:
             return operation()
         except FULL as exc:
