@@ -290,8 +290,8 @@ class RunningTurns(MemoryBroker):
         super().__init__()
         self.running: dict[str, TurnHandle] = {}
 
-    def begin_turn(self, session_id: str, text: str, *, max_messages: int | None = None) -> TurnHandle:
-        turn = super().begin_turn(session_id, text, max_messages=max_messages)
+    def begin_turn(self, session_id: str, text: str, **limits: Any) -> TurnHandle:
+        turn = super().begin_turn(session_id, text, **limits)
         self.running[session_id] = turn
         return turn
 
