@@ -193,8 +193,8 @@ def test_too_many_streams_refuses_before_the_turn_starts(start_server: ServerFac
         # Refused before it began: the second session holds no message.
         assert client.history(second)["messages"] == []
         # Three sessions at most: the two, and room for one more.
-        assert client.post("/api/sessions").status_code == 201
-        assert client.post("/api/sessions").json()["error"]["code"] == "too_many_sessions"
+        assert client.post("/api/sessions", json={}).status_code == 201
+        assert client.post("/api/sessions", json={}).json()["error"]["code"] == "too_many_sessions"
 
 
 def test_the_reference_client_streams_a_turn_in_one_request(server: ChatServer) -> None:
@@ -256,14 +256,14 @@ def test_a_204_has_no_content_type(server: ChatServer) -> None:
 
 def test_the_owner_cookie_is_sent_only_when_it_changes(server: ChatServer) -> None:
     with server.client() as client:
-        created = client.post("/api/sessions")
+        created = client.post("/api/sessions", json={})
         assert "set-cookie" in created.headers
         session_id = created.json()["session_id"]
         with client.stream("POST", f"/api/sessions/{session_id}/messages", json={"message": "hi"}, headers=STREAM) as response:
             assert response.status_code == 200
             assert "set-cookie" not in response.headers
             EventStream(response).read_rest()
-        for response in (client.get(f"/api/sessions/{session_id}"), client.post("/api/sessions")):
+        for response in (client.get(f"/api/sessions/{session_id}"), client.post("/api/sessions", json={})):
             assert response.status_code in (200, 201)
             assert "set-cookie" not in response.headers
 

@@ -39,7 +39,7 @@ def token_of(url: str) -> str:
 
 def finished_turn(client: httpx.Client) -> tuple[str, str]:
     """A session with one finished turn: its id and the stream_url the post returned."""
-    session_id = client.post("/api/sessions").json()["session_id"]
+    session_id = client.post("/api/sessions", json={}).json()["session_id"]
     posted = client.post(f"/api/sessions/{session_id}/messages", json={"message": "tokens"}).json()
     with client.stream("GET", posted["stream_url"], headers=STREAM) as response:
         EventStream(response).until_end()
@@ -119,7 +119,7 @@ def test_an_expired_token_is_404_and_asking_again_renews_it(start_server: Server
 def test_a_token_is_bound_to_the_sessions_owner() -> None:
     app = create_app({"TESTING": True, "CHATAPP_DEMO_DELAY_MS": 0})
     owner = app.test_client()
-    session_id = owner.post("/api/sessions").get_json()["session_id"]
+    session_id = owner.post("/api/sessions", json={}).get_json()["session_id"]
     tokens = app.extensions["chatapp"].tokens
     with app.app_context():
         forged = tokens.issue(session_id, "anon:somebody-else")
@@ -132,7 +132,7 @@ def test_a_token_is_bound_to_the_sessions_owner() -> None:
 
 def test_no_token_when_tokens_are_off_or_there_is_no_key() -> None:
     off = create_app({"TESTING": True, "CHATAPP_STREAM_TOKEN_SECONDS": 0}).test_client()
-    session_id = off.post("/api/sessions").get_json()["session_id"]
+    session_id = off.post("/api/sessions", json={}).get_json()["session_id"]
     assert off.get(f"/api/sessions/{session_id}").get_json()["stream_url"] == f"/api/sessions/{session_id}/stream"
 
     def keyless_host(**config: object) -> Flask:
@@ -143,10 +143,10 @@ def test_no_token_when_tokens_are_off_or_there_is_no_key() -> None:
 
     # A host with an owner callable needs no key; without one there is nothing to sign with.
     client = keyless_host().test_client()
-    assert client.post("/api/sessions").get_json()["stream_url"].endswith("/stream")
+    assert client.post("/api/sessions", json={}).get_json()["stream_url"].endswith("/stream")
     # CHATAPP_SECRET_KEY serves when the host has no key of its own.
     client = keyless_host(CHATAPP_SECRET_KEY="chatapp key").test_client()
-    url = client.post("/api/sessions").get_json()["stream_url"]
+    url = client.post("/api/sessions", json={}).get_json()["stream_url"]
     assert "?token=" in url
     assert client.get(url).status_code == 204
     assert client.get(url + "x").status_code == 404
@@ -163,7 +163,7 @@ def test_a_bearer_token_host_chats_without_any_cookie(bearer_host: ChatServer) -
     bob = httpx.Client(base_url=api, headers={"Authorization": "Bearer bob-token"}, timeout=10)
     nobody = httpx.Client(base_url=api, timeout=10)
     with alice, bob, nobody:
-        created = alice.post("/api/sessions")
+        created = alice.post("/api/sessions", json={})
         assert created.status_code == 201
         session_id = created.json()["session_id"]
         posted = alice.post(f"/api/sessions/{session_id}/messages", json={"message": "hello"})
